@@ -1,0 +1,139 @@
+"""KokoroPipeline: text -> phonemes -> audio, one result per chunk.
+
+Text is split on `split_pattern`, then each part into sentences; sentences are packed into chunks that stay
+under the model's phoneme limit. A sentence that alone passes the limit is cut at clause punctuation, then at
+word boundaries, so no text is dropped.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import mlx.core as mx
+
+from ...g2p import LANG_CODES, get_g2p
+from .voices import VoiceBank, style_for_length
+
+logger = logging.getLogger("mlx_tts")
+
+MAX_PHONEMES = 510
+SPEED_RANGE = (0.25, 4.0)
+SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+")
+CLAUSE_END = re.compile(r"(?<=[,;:，；：—])\s*")
+
+
+@dataclass
+class Result:
+    """One synthesized chunk. Unpacks as `(graphemes, phonemes, audio)`, like hexgrad's results."""
+
+    graphemes: str
+    phonemes: str
+    audio: mx.array  # [1, T] float32 at 24 kHz
+    durations: Optional[mx.array] = None  # frames per input token, [n_phonemes + 2]
+
+    def __iter__(self):
+        return iter((self.graphemes, self.phonemes, self.audio))
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[-1] / KokoroPipeline.sample_rate
+
+
+def check_speed(speed: float):
+    low, high = SPEED_RANGE
+    if not low <= float(speed) <= high:
+        raise ValueError(f"speed must be between {low} and {high}, got {speed}")
+
+
+class KokoroPipeline:
+    sample_rate = 24000
+
+    def __init__(self, lang_code: str, model=None, repo_id: Optional[str] = None):
+        if lang_code not in LANG_CODES:
+            codes = ", ".join(f"'{c}' ({name})" for c, name in LANG_CODES.items())
+            raise ValueError(f"Unknown lang_code {lang_code!r}; available: {codes}")
+        if model is None:
+            from ...utils import DEFAULT_MODEL, load_model
+
+            model = load_model(repo_id or DEFAULT_MODEL)
+        self.lang_code = lang_code
+        self.model = model
+        self.voices = VoiceBank(model.path)
+        self._g2p = None
+
+    @property
+    def g2p(self):
+        if self._g2p is None:  # built on first use: spaCy/misaki take a while to load
+            self._g2p = get_g2p(self.lang_code)
+        return self._g2p
+
+    def phonemize(self, text: str) -> str:
+        return self.g2p(text)[0]
+
+    def __call__(
+        self, text: str, voice: str, speed: float = 1.0, split_pattern: Optional[str] = r"\n+"
+    ) -> Iterator[Result]:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty: give some text to speak")
+        check_speed(speed)
+        pack = self.voices.resolve(voice)
+        chunks = self.chunk_text(text, split_pattern)
+        if not chunks:
+            raise ValueError(f"nothing pronounceable in the text: {text[:80]!r}")
+        for graphemes, phonemes in chunks:
+            yield self.synthesize(phonemes, pack, speed, graphemes)
+
+    def from_phonemes(self, phonemes: str, voice: str, speed: float = 1.0) -> Iterator[Result]:
+        """Speak raw phonemes (to override pronunciations); long input is chunked like text."""
+        if not isinstance(phonemes, str) or not phonemes.strip():
+            raise ValueError("phonemes are empty")
+        check_speed(speed)
+        unknown = sorted({c for c in phonemes if c not in self.model.vocab and not c.isspace()})
+        if unknown:
+            raise ValueError(f"phonemes contain symbols the model doesn't know: {' '.join(unknown)}")
+        pack = self.voices.resolve(voice)
+        for piece in self._split_to_limit(phonemes.strip(), lambda s: s):
+            yield self.synthesize(piece[1], pack, speed, piece[0])
+
+    def synthesize(self, phonemes: str, pack: mx.array, speed: float, graphemes: str = "") -> Result:
+        output = self.model(phonemes, style_for_length(pack, len(phonemes)), speed=speed)
+        return Result(graphemes, phonemes, output.audio[None], output.durations)
+
+    def chunk_text(self, text: str, split_pattern: Optional[str] = r"\n+") -> list:
+        """(graphemes, phonemes) pairs, each under the phoneme limit, covering all pronounceable text."""
+        parts = re.split(split_pattern, text) if split_pattern else [text]
+        chunks = []
+        for part in parts:
+            sentences = [s for s in SENTENCE_END.split(part.strip()) if s.strip()]
+            pieces = [p for s in sentences for p in self._split_to_limit(s, self.phonemize)]
+            chunks += self._pack(pieces)
+        return chunks
+
+    def _split_to_limit(self, text: str, phonemize) -> list:
+        """[(graphemes, phonemes)] for `text`, cutting at clauses, then words, until each fits."""
+        phonemes = phonemize(text).strip()
+        if not phonemes or not any(c in self.model.vocab for c in phonemes if not c.isspace()):
+            return []
+        if len(phonemes) <= MAX_PHONEMES:
+            return [(text, phonemes)]
+        for pattern in (CLAUSE_END, re.compile(r"\s+")):
+            pieces = [p for p in pattern.split(text) if p.strip()]
+            if len(pieces) > 1:
+                halves = [" ".join(pieces[: len(pieces) // 2]), " ".join(pieces[len(pieces) // 2 :])]
+                return [chunk for half in halves for chunk in self._split_to_limit(half, phonemize)]
+        # One "word" longer than the limit (e.g. no spaces at all): cut it by characters.
+        middle = len(text) // 2
+        return self._split_to_limit(text[:middle], phonemize) + self._split_to_limit(text[middle:], phonemize)
+
+    @staticmethod
+    def _pack(pieces: list) -> list:
+        """Join consecutive pieces while they fit, so the model sees whole sentences in context."""
+        packed = []
+        for graphemes, phonemes in pieces:
+            if packed and len(packed[-1][1]) + 1 + len(phonemes) <= MAX_PHONEMES:
+                g, p = packed[-1]
+                packed[-1] = (f"{g} {graphemes}", f"{p} {phonemes}")
+            else:
+                packed.append((graphemes, phonemes))
+        return packed

