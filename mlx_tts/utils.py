@@ -221,3 +221,23 @@ def load_mlx_folder(folder: Path) -> nn.Module:
 def load_model(id_or_path=DEFAULT_MODEL) -> nn.Module:
     """Load a model by Hugging Face repo id or local folder; the model type is read from config.json."""
     return load_mlx_folder(mlx_folder(resolve_model_path(id_or_path)))
+
+
+SIDE_FILES = ("voices", "tokenizer.json", "tokenizer_config.json", "codec")
+
+
+def save_model(path, weights: dict, config: dict, source=None) -> Path:
+    """Write a loadable MLX folder: config.json, model.safetensors, and the side files (voices, tokenizer,
+    codec) copied from `source` (a loaded model or its folder)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    source_dir = Path(getattr(source, "path", source)) if source is not None else None
+    for name in SIDE_FILES if source_dir else ():
+        item = source_dir / name
+        if item.is_dir():
+            shutil.copytree(item, path / name, dirs_exist_ok=True)
+        elif item.is_file():
+            shutil.copy2(item, path / name)
+    mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (path / "config.json").write_text(json.dumps({**config, "layout": "mlx"}, indent=2, ensure_ascii=False))
+    return path
