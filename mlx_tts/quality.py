@@ -1,0 +1,146 @@
+"""Objective comparison of two takes: a candidate model (e.g. quantized) against its reference (full precision)
+on the same text, voice and seed.
+
+Measures: log-mel spectral distance (mean absolute dB), per-token duration agreement (Kokoro), waveform SNR
+against the reference, size on disk and in memory, peak memory and real-time factor of each take.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+
+SAMPLE_RATE = 24000
+
+
+@dataclass
+class Take:
+    audio: np.ndarray  # float32 mono, 24 kHz
+    durations: Optional[np.ndarray]  # frames per token (Kokoro), else None
+    seconds: float  # wall time to synthesize
+    peak_memory_mb: float  # MLX peak memory during the take
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / max(len(self.audio) / SAMPLE_RATE, 1e-9)
+
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE, fmax: Optional[float] = None):
+    """Triangular filters on the HTK mel scale, [n_mels, n_fft // 2 + 1]."""
+    to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    to_hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = to_hz(np.linspace(0.0, to_mel(fmax or sample_rate / 2), n_mels + 2))
+    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins - lower) / (center - lower)
+    falling = (upper - bins) / (upper - center)
+    return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+
+
+def log_mel(audio, n_fft: int = 1024, hop: int = 256, n_mels: int = 80, floor_db: float = -100.0) -> np.ndarray:
+    """Log-mel power spectrogram in dB, [frames, n_mels]."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    audio = np.pad(audio, (n_fft // 2, n_fft // 2))
+    n_frames = 1 + max(0, len(audio) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop][:n_frames]
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
+    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2
+    mel = power @ mel_filterbank(n_fft, n_mels).T
+    return np.maximum(10.0 * np.log10(np.maximum(mel, 1e-12)), floor_db)
+
+
+def log_mel_distance(reference, candidate, dynamic_range_db: float = 80.0) -> float:
+    """Mean absolute difference of log-mel spectra in dB over the common length. Both are floored at
+    `dynamic_range_db` below the reference's peak so that silence doesn't dominate."""
+    a, b = log_mel(reference), log_mel(candidate)
+    n = min(len(a), len(b))
+    floor = a.max() - dynamic_range_db
+    return float(np.mean(np.abs(np.maximum(a[:n], floor) - np.maximum(b[:n], floor))))
+
+
+def snr_db(reference, candidate) -> float:
+    """Waveform signal-to-noise ratio of `candidate` against `reference` over the common length."""
+    reference, candidate = np.asarray(reference).reshape(-1), np.asarray(candidate).reshape(-1)
+    n = min(len(reference), len(candidate))
+    noise = np.sum((reference[:n] - candidate[:n]) ** 2)
+    return float(10 * np.log10(np.sum(reference[:n] ** 2) / max(noise, 1e-20)))
+
+
+def duration_agreement(reference, candidate) -> dict:
+    """Per-token durations: fraction of tokens with identical frame counts, and total frames each."""
+    reference, candidate = np.asarray(reference).reshape(-1), np.asarray(candidate).reshape(-1)
+    same = float(np.mean(reference == candidate)) if len(reference) == len(candidate) else 0.0
+    return {"tokens_equal": same, "frames_reference": int(reference.sum()), "frames_candidate": int(candidate.sum())}
+
+
+def folder_size_mb(path) -> float:
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def parameter_memory_mb(model) -> float:
+    return sum(v.nbytes for _, v in tree_flatten(model.parameters())) / 2**20
+
+
+def kokoro_take(model, text: str, voice: str, seed: int = 0, lang_code: str = "a", speed: float = 1.0) -> Take:
+    from .models.kokoro import KokoroPipeline
+
+    pipeline = KokoroPipeline(lang_code=lang_code, model=model)
+    pipeline.g2p  # build G2P before timing
+    mx.random.seed(seed)
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    results = list(pipeline(text, voice=voice, speed=speed))
+    seconds = time.perf_counter() - start
+    audio = np.concatenate([np.asarray(r.audio[0]) for r in results])
+    durations = np.concatenate([np.asarray(r.durations) for r in results])
+    return Take(audio, durations, seconds, mx.get_peak_memory() / 2**20)
+
+
+def csm_take(model, text: str, seed: int = 0, **generate_kwargs) -> Take:
+    from .models.csm import CSMPipeline
+
+    pipeline = CSMPipeline(model=model)
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    audio = np.asarray(pipeline.generate(text, seed=seed, **generate_kwargs)).reshape(-1)
+    return Take(audio, None, time.perf_counter() - start, mx.get_peak_memory() / 2**20)
+
+
+def take(model, text: str, seed: int = 0, **kwargs) -> Take:
+    return (csm_take if model.model_type == "csm" else kokoro_take)(model, text, seed=seed, **kwargs)
+
+
+def compare_takes(reference: Take, candidate: Take) -> dict:
+    report = {
+        "log_mel_distance_db": log_mel_distance(reference.audio, candidate.audio),
+        "snr_db": snr_db(reference.audio, candidate.audio),
+        "length_ratio": len(candidate.audio) / max(len(reference.audio), 1),
+        "rtf_reference": reference.real_time_factor,
+        "rtf_candidate": candidate.real_time_factor,
+        "peak_memory_mb_reference": reference.peak_memory_mb,
+        "peak_memory_mb_candidate": candidate.peak_memory_mb,
+    }
+    if reference.durations is not None and candidate.durations is not None:
+        report["durations"] = duration_agreement(reference.durations, candidate.durations)
+    return report
+
+
+def compare(reference_model, candidate_model, text: str, seed: int = 0, candidate_dir=None, **take_kwargs) -> dict:
+    """Synthesize `text` with both models (same voice/reference and seed) and measure the difference.
+    `candidate_dir` is where the candidate is saved, if it is (a model quantized in memory has no folder of its
+    own). The returned dict also holds both takes' audio under "audio" (for A/B listening)."""
+    reference = take(reference_model, text, seed=seed, **take_kwargs)
+    candidate = take(candidate_model, text, seed=seed, **take_kwargs)
+    report = compare_takes(reference, candidate)
+    report["memory_mb_reference"] = parameter_memory_mb(reference_model)
+    report["memory_mb_candidate"] = parameter_memory_mb(candidate_model)
+    report["disk_mb_reference"] = folder_size_mb(reference_model.path)
+    if candidate_dir is not None:
+        report["disk_mb_candidate"] = folder_size_mb(candidate_dir)
+    report["audio"] = {"reference": reference.audio, "candidate": candidate.audio, "sample_rate": SAMPLE_RATE}
+    return report
