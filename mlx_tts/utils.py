@@ -19,6 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .quantize import quantize_model  # noqa: F401  (the spec imports it from here)
+
 logger = logging.getLogger("mlx_tts")
 
 DEFAULT_MODEL = "prince-canuma/Kokoro-82M"
