@@ -137,7 +137,7 @@ def load_torch_file(path):
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
-            f"{path}: not a PyTorch zip checkpoint (files saved by torch < 1.6 must be re-saved with a newer torch)"
+            f"{path}: not a PyTorch zip checkpoint (files saved by torch < 1.6 must be re-saved by a newer torch)"
         )
     with zipfile.ZipFile(path) as archive:
         pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1]
