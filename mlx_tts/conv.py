@@ -1,20 +1,102 @@
 """1-D convolutions for the engine, in MLX layout (x: [B, T, C_in], weight: [C_out, K, C_in / groups]).
 
-Every model routes its convolutions through these two functions, so that a faster implementation for a
-device can be chosen here, in one place.
+Every model routes its convolutions through these two functions, so that the fastest implementation for the
+device is chosen here, in one place:
+
+- GPU (Metal, CUDA): MLX's own `mx.conv1d` / `mx.conv_transpose1d`.
+- CPU, groups == 1: MLX's CPU convolutions are slow for dilated and strided kernels (seconds for one Kokoro
+  resblock conv), so each kernel tap becomes one GEMM instead. In float32 this runs in a native MLX
+  primitive (`mlx_tts.ext`, strided GEMMs accumulating in place, no copies) when it could be built, else
+  as MLX ops (`conv1d_matmul`, `conv_transpose1d_matmul`).
+- CPU, groups > 1 (Kokoro's depthwise upsampler, small): MLX's own.
+
+`MLX_TTS_CONV` overrides the choice on the CPU: `auto` (default), `mlx-ops` (MLX-op rewrites only) or
+`native` (MLX's own convolutions everywhere).
 """
+
+import os
 
 import mlx.core as mx
 
+from . import ext
+
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    y = mx.conv1d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    path = _cpu_path(x, weight, groups)
+    if path == "kernel":
+        return ext.conv_cpu().conv1d(x, weight, bias, stride, padding, dilation)
+    if path == "mlx-ops":
+        y = conv1d_matmul(x, weight, stride, padding, dilation)
+    else:
+        y = mx.conv1d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
     return y if bias is None else y + bias
 
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1):
     """weight: [C_out, K, C_in / groups] (MLX's layout for conv_transpose1d)."""
-    y = mx.conv_transpose1d(
-        x, weight, stride=stride, padding=padding, output_padding=output_padding, groups=groups
-    )
+    path = _cpu_path(x, weight, groups)
+    if path == "kernel":
+        return ext.conv_cpu().conv_transpose1d(x, weight, bias, stride, padding, output_padding)
+    if path == "mlx-ops":
+        y = conv_transpose1d_matmul(x, weight, stride, padding, output_padding)
+    else:
+        y = mx.conv_transpose1d(
+            x, weight, stride=stride, padding=padding, output_padding=output_padding, groups=groups
+        )
     return y if bias is None else y + bias
+
+
+def _cpu_path(x, weight, groups) -> str:
+    """"kernel" (native primitive), "mlx-ops" (tap GEMMs as MLX ops) or "native" (mx.conv*)."""
+    choice = os.environ.get("MLX_TTS_CONV", "auto")
+    if choice not in ("auto", "mlx-ops", "native"):
+        raise ValueError(f"MLX_TTS_CONV must be auto, mlx-ops or native, not {choice!r}")
+    if choice == "native" or groups != 1 or mx.default_device() != mx.cpu:
+        return "native"
+    if choice == "auto" and x.dtype == weight.dtype == mx.float32 and ext.conv_cpu() is not None:
+        return "kernel"
+    return "mlx-ops"
+
+
+def conv1d_matmul(x, weight, stride=1, padding=0, dilation=1):
+    """conv1d (groups=1) as a sum of one matmul per kernel tap over a shifted (strided) view of x."""
+    _, length, _ = x.shape
+    _, kernel, _ = weight.shape
+    t_out = (length + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    if t_out <= 0:
+        raise ValueError(f"conv1d: input length {length} is too short for kernel {kernel}, dilation {dilation}")
+    if padding:
+        x = mx.pad(x, [(0, 0), (padding, padding), (0, 0)])
+    taps = weight.swapaxes(1, 2)  # [C_out, C_in, K]: taps[..., k].T is tap k's [C_in, C_out] matrix
+    y = None
+    for k in range(kernel):
+        start = k * dilation
+        window = x[:, start : start + stride * (t_out - 1) + 1 : stride]
+        w_k = taps[..., k].T
+        y = window @ w_k if y is None else mx.addmm(y, window, w_k)
+    return y
+
+
+def conv_transpose1d_matmul(x, weight, stride=1, padding=0, output_padding=0):
+    """conv_transpose1d (groups=1) as one matmul for all taps, then an overlap-add of stride-sized blocks.
+
+    Input step t writes output rows t * stride - padding + k. With the kernel zero-padded to a multiple of
+    the stride, tap k = j * stride + r lands in block t + j at offset r, so the overlap-add is a sum of
+    ceil(K / stride) shifted copies of [T, stride * C_out] blocks.
+    """
+    batch, length, _ = x.shape
+    c_out, kernel, c_in = weight.shape
+    t_out = (length - 1) * stride - 2 * padding + kernel + output_padding
+    blocks = -(-kernel // stride)
+    weight = mx.pad(weight, [(0, 0), (0, blocks * stride - kernel), (0, 0)])
+    # [K', C_out, C_in] flattened: output column (k, o) of the matmul below.
+    w_all = weight.swapaxes(0, 1).reshape(blocks * stride * c_out, c_in)
+    z = (x @ w_all.T).reshape(batch, length, blocks, stride * c_out)
+    y = mx.pad(z[:, :, 0], [(0, 0), (0, blocks - 1), (0, 0)])
+    for j in range(1, blocks):
+        y = y + mx.pad(z[:, :, j], [(0, 0), (j, blocks - 1 - j), (0, 0)])
+    y = y.reshape(batch, (length + blocks - 1) * stride, c_out)
+    end = padding + t_out
+    if end > y.shape[1]:
+        y = mx.pad(y, [(0, 0), (0, end - y.shape[1]), (0, 0)])
+    return y[:, padding:end]

@@ -1,0 +1,222 @@
+// Direct CPU convolutions for MLX: each kernel tap is one strided GEMM that accumulates into the output.
+//
+// conv1d:            y[t]               += x[t * stride - padding + k * dilation] @ W[:, k, :]^T
+// conv_transpose1d:  y[t * stride - padding + k] += x[t] @ W[:, k, :]^T
+//
+// Both read the input, the weight ([C_out, K, C_in], MLX layout) and write the output in place through
+// BLAS leading dimensions, so there is no im2col buffer, no zero insertion and no overlap-add pass.
+// The output is processed in row blocks that stay in cache while all taps accumulate into them.
+// cblas_sgemm binds at load time to the first library in the global scope that exports it: the optimized
+// BLAS that mlx_tts.cpu_blas loaded, else the reference BLAS that the mlx-cpu wheel bundles.
+
+#include <algorithm>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+
+extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                            const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc);
+
+namespace mx = mlx::core;
+namespace nb = nanobind;
+
+namespace {
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+// Output rows per block: 512 rows x 256 channels x 4 bytes = 512 KiB, half of a Zen 4 core's L2.
+constexpr int kBlockElements = 512 * 256;
+
+// ceil(a / b) for b > 0 and any sign of a.
+int ceil_div(int a, int b) {
+  return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+}
+
+// floor(a / b) for b > 0 and any sign of a.
+int floor_div(int a, int b) {
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+void fill_rows(float* y, const float* bias, int rows, int channels) {
+  for (int r = 0; r < rows; ++r) {
+    float* row = y + static_cast<size_t>(r) * channels;
+    if (bias) {
+      std::copy(bias, bias + channels, row);
+    } else {
+      std::fill(row, row + channels, 0.0f);
+    }
+  }
+}
+
+struct ConvShape {
+  int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
+};
+
+int block_rows(int c_out) {
+  return std::max(16, kBlockElements / std::max(c_out, 1));
+}
+
+void conv1d_kernel(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
+  const int rows_per_block = block_rows(s.c_out);
+  for (int b = 0; b < s.batch; ++b) {
+    const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
+    float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
+    for (int t0 = 0; t0 < s.t_out; t0 += rows_per_block) {
+      const int t1 = std::min(s.t_out, t0 + rows_per_block);
+      fill_rows(yb + static_cast<size_t>(t0) * s.c_out, bias, t1 - t0, s.c_out);
+      for (int k = 0; k < s.kernel; ++k) {
+        // Input row of output row t for this tap: t * stride + shift; keep it inside [0, t_in).
+        const int shift = k * s.dilation - s.padding;
+        const int lo = std::max(t0, ceil_div(-shift, s.stride));
+        const int hi = std::min(t1 - 1, floor_div(s.t_in - 1 - shift, s.stride));
+        if (hi < lo) {
+          continue;
+        }
+        cblas_sgemm(kRowMajor, kNoTrans, kTrans, hi - lo + 1, s.c_out, s.c_in, 1.0f,
+                    xb + static_cast<size_t>(lo * s.stride + shift) * s.c_in, s.stride * s.c_in,
+                    w + static_cast<size_t>(k) * s.c_in, s.kernel * s.c_in, 1.0f,
+                    yb + static_cast<size_t>(lo) * s.c_out, s.c_out);
+      }
+    }
+  }
+}
+
+void conv_transpose1d_kernel(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
+  // Blocks of input rows; the output rows they reach overlap the next block's by kernel - stride rows,
+  // which is fine because every tap accumulates.
+  const int rows_per_block = std::max(1, block_rows(s.c_out) / s.stride);
+  for (int b = 0; b < s.batch; ++b) {
+    const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
+    float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
+    fill_rows(yb, bias, s.t_out, s.c_out);
+    for (int t0 = 0; t0 < s.t_in; t0 += rows_per_block) {
+      const int t1 = std::min(s.t_in, t0 + rows_per_block);
+      for (int k = 0; k < s.kernel; ++k) {
+        // Output row of input row t for this tap: t * stride + shift; keep it inside [0, t_out).
+        const int shift = k - s.padding;
+        const int lo = std::max(t0, ceil_div(-shift, s.stride));
+        const int hi = std::min(t1 - 1, floor_div(s.t_out - 1 - shift, s.stride));
+        if (hi < lo) {
+          continue;
+        }
+        cblas_sgemm(kRowMajor, kNoTrans, kTrans, hi - lo + 1, s.c_out, s.c_in, 1.0f,
+                    xb + static_cast<size_t>(lo) * s.c_in, s.c_in,
+                    w + static_cast<size_t>(k) * s.c_in, s.kernel * s.c_in, 1.0f,
+                    yb + static_cast<size_t>(lo * s.stride + shift) * s.c_out, s.stride * s.c_out);
+      }
+    }
+  }
+}
+
+class TapConv : public mx::Primitive {
+ public:
+  TapConv(mx::Stream stream, bool transpose, int stride, int padding, int dilation)
+      : mx::Primitive(stream), transpose_(transpose), stride_(stride), padding_(padding), dilation_(dilation) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    const mx::array& x = inputs[0];
+    const mx::array& w = inputs[1];
+    mx::array& y = outputs[0];
+    y.set_data(mx::allocator::malloc(y.nbytes()));
+    ConvShape s{x.shape(0), x.shape(1), x.shape(2), y.shape(1), y.shape(2), w.shape(1), stride_, padding_,
+                dilation_};
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (auto& a : inputs) {
+      encoder.set_input_array(a);
+    }
+    encoder.set_output_array(y);
+    const float* bias = inputs.size() > 2 ? inputs[2].data<float>() : nullptr;
+    encoder.dispatch([s, transpose = transpose_, x = x.data<float>(), w = w.data<float>(), bias,
+                      y = y.data<float>()]() {
+      if (transpose) {
+        conv_transpose1d_kernel(s, x, w, bias, y);
+      } else {
+        conv1d_kernel(s, x, w, bias, y);
+      }
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("mlx_tts tap convolution runs on the CPU only");
+  }
+
+  const char* name() const override {
+    return transpose_ ? "TapConvTranspose1d" : "TapConv1d";
+  }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto& o = static_cast<const TapConv&>(other);
+    return transpose_ == o.transpose_ && stride_ == o.stride_ && padding_ == o.padding_ &&
+           dilation_ == o.dilation_;
+  }
+
+ private:
+  bool transpose_;
+  int stride_, padding_, dilation_;
+};
+
+void check_operands(const char* op, const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias) {
+  auto fail = [op](const std::string& what) {
+    throw std::invalid_argument(std::string(op) + ": " + what);
+  };
+  if (x.ndim() != 3 || w.ndim() != 3) {
+    fail("expected x [B, T, C_in] and weight [C_out, K, C_in]");
+  }
+  if (x.shape(2) != w.shape(2)) {
+    std::ostringstream msg;
+    msg << "x has " << x.shape(2) << " channels but weight expects " << w.shape(2);
+    fail(msg.str());
+  }
+  if (x.dtype() != mx::float32 || w.dtype() != mx::float32 || (bias && bias->dtype() != mx::float32)) {
+    fail("only float32 is supported");
+  }
+  if (bias && (bias->ndim() != 1 || bias->shape(0) != w.shape(0))) {
+    fail("bias must have shape [C_out]");
+  }
+}
+
+mx::array make_conv(bool transpose, const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias,
+                    int t_out, int stride, int padding, int dilation) {
+  if (t_out <= 0) {
+    throw std::invalid_argument("convolution output would be empty: input too short for the kernel");
+  }
+  auto stream = mx::default_stream(mx::Device::cpu);
+  std::vector<mx::array> inputs = {mx::contiguous(x, false, stream), mx::contiguous(w, false, stream)};
+  if (bias) {
+    inputs.push_back(mx::contiguous(*bias, false, stream));
+  }
+  return mx::array({x.shape(0), t_out, w.shape(0)}, mx::float32,
+                   std::make_shared<TapConv>(stream, transpose, stride, padding, dilation), std::move(inputs));
+}
+
+mx::array conv1d(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias, int stride,
+                 int padding, int dilation) {
+  check_operands("conv1d", x, w, bias);
+  int t_out = (x.shape(1) + 2 * padding - dilation * (w.shape(1) - 1) - 1) / stride + 1;
+  return make_conv(false, x, w, bias, t_out, stride, padding, dilation);
+}
+
+mx::array conv_transpose1d(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias,
+                           int stride, int padding, int output_padding) {
+  check_operands("conv_transpose1d", x, w, bias);
+  int t_out = (x.shape(1) - 1) * stride - 2 * padding + w.shape(1) + output_padding;
+  return make_conv(true, x, w, bias, t_out, stride, padding, 1);
+}
+
+}  // namespace
+
+NB_MODULE(_conv_cpu, m) {
+  using namespace nb::literals;
+  m.def("conv1d", &conv1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a, "padding"_a, "dilation"_a,
+        "1-D convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");
+  m.def("conv_transpose1d", &conv_transpose1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a, "padding"_a,
+        "output_padding"_a,
+        "1-D transposed convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");
+}
