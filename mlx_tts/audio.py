@@ -1,0 +1,178 @@
+"""Audio in and out for the engine: numpy in, numpy out, float32 mono at 24 kHz unless said otherwise.
+
+Reading goes through soundfile (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...), resampling through
+scipy's polyphase filter. `time_stretch` is WSOLA (waveform-similarity overlap-add): it changes tempo
+without changing pitch by overlap-adding windowed frames taken at a new pace from the input, each shifted
+by up to WSOLA_TOLERANCE_S so that it lines up with the waveform it continues. For speech this keeps the
+voice clean, without the "phasiness" a phase vocoder adds.
+"""
+
+from math import ceil, gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import correlate, resample_poly
+
+SAMPLE_RATE = 24000
+WRITE_FORMATS = ("wav", "flac")
+SILENCE_DBFS = -60.0  # RMS below this counts as silence
+DBFS_FLOOR = -120.0  # what digital silence reports, instead of -inf
+CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
+WSOLA_FRAME_S = 0.03
+WSOLA_TOLERANCE_S = 0.01
+STRETCH_RANGE = (0.25, 4.0)
+
+
+class AudioError(ValueError):
+    pass
+
+
+def _to_float(array: np.ndarray, source) -> np.ndarray:
+    """Samples as float32 in [-1, 1]: integer PCM is scaled by its full range."""
+    array = np.asarray(array)
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.signedinteger):
+        array = (array / float(2 ** (8 * array.itemsize - 1))).astype(np.float32)
+    elif np.issubdtype(array.dtype, np.unsignedinteger):  # 8-bit WAV style: 128 is zero
+        half = float(2 ** (8 * array.itemsize - 1))
+        array = ((array - half) / half).astype(np.float32)
+    else:
+        raise AudioError(f"{source}: audio must hold numbers, got {array.dtype}")
+    if not np.isfinite(array).all():
+        raise AudioError(f"{source}: audio holds NaN or infinite values")
+    return array
+
+
+def _to_mono(array: np.ndarray, source) -> np.ndarray:
+    """1-D as is; 2-D is [frames, channels] or [channels, frames] (the shorter axis is the channels)."""
+    if array.ndim == 1:
+        return array
+    if array.ndim == 2:
+        channel_axis = 1 if array.shape[1] <= array.shape[0] else 0
+        return array.mean(axis=channel_axis, dtype=np.float32)
+    raise AudioError(f"{source}: audio must be 1-D or 2-D (frames x channels), got shape {list(array.shape)}")
+
+
+def _read_file(path: Path):
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, TypeError, ValueError) as e:
+        raise AudioError(
+            f"{path}: can't read this audio ({e}). Readable formats include WAV, FLAC, OGG, MP3 and AIFF; "
+            "convert other formats (M4A/AAC, WebM, ...) to one of these first"
+        ) from None
+    return audio, sr
+
+
+def load_audio(source, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """float32 mono at `sample_rate` from a file path, an `(array, sr)` tuple (Gradio's `(sr, array)` too)
+    or an array already at `sample_rate`. Integer PCM arrays are scaled to [-1, 1]."""
+    if isinstance(source, (str, Path)):
+        audio, sr = _read_file(Path(source))
+        name = source
+    elif isinstance(source, tuple):
+        if len(source) != 2:
+            raise AudioError(f"an audio tuple must be (array, sample_rate), got {len(source)} items")
+        first, second = source
+        audio, sr = (second, first) if np.isscalar(first) else (first, second)
+        name = "audio array"
+    else:
+        audio, sr = source, sample_rate
+        name = "audio array"
+    if not np.isscalar(sr) or int(sr) != sr or sr <= 0:
+        raise AudioError(f"{name}: sample rate must be a positive integer, got {sr!r}")
+    audio = _to_mono(_to_float(audio, name), name)
+    return resample(audio, int(sr), sample_rate)
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Polyphase resampling along the first axis; the output has ceil(len * target_sr / orig_sr) samples."""
+    for name, sr in (("orig_sr", orig_sr), ("target_sr", target_sr)):
+        if int(sr) != sr or sr <= 0:
+            raise AudioError(f"{name} must be a positive integer, got {sr!r}")
+    audio = np.asarray(audio, dtype=np.float32)
+    if orig_sr == target_sr or len(audio) == 0:
+        return audio
+    common = gcd(int(orig_sr), int(target_sr))
+    return resample_poly(audio, int(target_sr) // common, int(orig_sr) // common, axis=0).astype(np.float32)
+
+
+def write_audio(path, audio, sample_rate: int = SAMPLE_RATE, format: str = None) -> Path:
+    """Write mono audio as 16-bit WAV or FLAC; the format comes from `format` or the file's suffix."""
+    path = Path(path)
+    format = (format or path.suffix.lstrip(".")).lower()
+    if format not in WRITE_FORMATS:
+        raise AudioError(f"{path}: can't write format {format!r}; supported: {', '.join(WRITE_FORMATS)}")
+    audio = _to_float(np.asarray(audio), path)
+    if audio.ndim != 1:
+        audio = audio.squeeze()
+        if audio.ndim != 1:
+            raise AudioError(f"{path}: expected mono audio, got shape {list(np.shape(audio))}")
+    try:
+        sf.write(str(path), np.clip(audio, -1.0, 1.0), int(sample_rate), format=format.upper(), subtype="PCM_16")
+    except sf.SoundFileError as e:
+        raise AudioError(f"{path}: can't write audio ({e})") from None
+    return path
+
+
+def _dbfs(level: float) -> float:
+    return max(20.0 * float(np.log10(level)), DBFS_FLOOR) if level > 0 else DBFS_FLOOR
+
+
+def audio_stats(audio, sample_rate: int = SAMPLE_RATE) -> dict:
+    """Duration, peak and RMS level (dBFS, floored at DBFS_FLOOR), share of clipped samples, silence."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if audio.size == 0:
+        return dict(duration_s=0.0, peak_dbfs=DBFS_FLOOR, rms_dbfs=DBFS_FLOOR, clipped_fraction=0.0, is_silent=True)
+    magnitude = np.abs(audio)
+    rms_dbfs = _dbfs(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))))
+    return dict(
+        duration_s=audio.size / sample_rate,
+        peak_dbfs=_dbfs(float(magnitude.max())),
+        rms_dbfs=rms_dbfs,
+        clipped_fraction=float(np.mean(magnitude >= CLIP_LEVEL)),
+        is_silent=rms_dbfs < SILENCE_DBFS,
+    )
+
+
+def time_stretch(audio, rate: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Change tempo, keep pitch (WSOLA). rate > 1 is faster: the output has round(len / rate) samples."""
+    low, high = STRETCH_RANGE
+    if not (np.isfinite(rate) and low <= rate <= high):
+        raise AudioError(f"stretch rate must be between {low} and {high}, got {rate}")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise AudioError(f"time_stretch takes mono audio, got shape {list(audio.shape)}")
+    out_len = round(len(audio) / rate)
+    if rate == 1 or out_len == 0:
+        return audio[:out_len].copy()
+
+    frame = 2 * round(WSOLA_FRAME_S * sample_rate / 2)
+    hop = frame // 2  # output hop; a periodic Hann window at 50% overlap sums to one
+    tolerance = round(WSOLA_TOLERANCE_S * sample_rate)
+    window = np.hanning(frame + 1)[:-1].astype(np.float32)
+    n_frames = ceil(out_len / hop) + 1
+
+    # Zero padding so that every frame, search region and continuation lies inside the signal.
+    lead = tolerance + frame // 2
+    end = ceil((n_frames - 1) * hop * rate) + lead + tolerance + frame + hop
+    padded = np.pad(audio, (lead, max(end - len(audio) - lead, 0)))
+
+    out = np.zeros(n_frames * hop + frame, np.float32)
+    weight = np.zeros_like(out)
+    start = tolerance  # frame 0 is centred on input sample 0
+    for k in range(n_frames):
+        ideal = tolerance + round(k * hop * rate)
+        if k > 0:
+            # Pick the frame near `ideal` that best continues the waveform after the previous frame.
+            continuation = padded[start + hop : start + hop + frame]
+            region = padded[ideal - tolerance : ideal + tolerance + frame]
+            start = ideal - tolerance + int(np.argmax(correlate(region, continuation, mode="valid")))
+        out[k * hop : k * hop + frame] += window * padded[start : start + frame]
+        weight[k * hop : k * hop + frame] += window
+    out, weight = out[frame // 2 : frame // 2 + out_len], weight[frame // 2 : frame // 2 + out_len]
+    return out / np.maximum(weight, 1e-3)

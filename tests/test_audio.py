@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mlx_tts.audio import AudioError, audio_stats, load_audio, resample, time_stretch, write_audio
+
+
+def _tone(freq, seconds, sr, amplitude=0.5):
+    t = np.arange(round(seconds * sr)) / sr
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _dominant_hz(audio, sr):
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return np.argmax(spectrum) * sr / len(audio)
+
+
+def test_resample_keeps_length_and_frequency():
+    tone = _tone(1000, 1.0, 44100)
+    out = resample(tone, 44100, 24000)
+    assert out.dtype == np.float32 and len(out) == 24000
+    assert abs(_dominant_hz(out, 24000) - 1000) < 2
+    assert abs(np.sqrt(np.mean(out**2)) - 0.5 / np.sqrt(2)) < 0.01
+    assert len(resample(_tone(440, 0.5, 16000), 16000, 24000)) == 12000
+    with pytest.raises(AudioError, match="orig_sr"):
+        resample(tone, 0, 24000)
+
+
+def test_stereo_file_to_mono_at_24k(tmp_path):
+    left, right = _tone(300, 0.5, 48000), _tone(300, 0.5, 48000, amplitude=0.1)
+    path = tmp_path / "stereo.flac"
+    sf.write(path, np.stack([left, right], axis=1), 48000)
+    audio = load_audio(path)
+    assert audio.ndim == 1 and audio.dtype == np.float32 and len(audio) == 12000
+    assert abs(np.abs(audio[1000:-1000]).max() - 0.3) < 0.01  # the channels' mean
+    assert abs(_dominant_hz(audio, 24000) - 300) < 3
+
+
+def test_arrays_and_tuples():
+    tone = _tone(200, 0.25, 16000)
+    pcm = (tone * 32767).astype(np.int16)
+    from_tuple = load_audio((pcm, 16000))
+    np.testing.assert_allclose(load_audio((16000, pcm)), from_tuple)  # Gradio's (sr, array) order
+    assert len(from_tuple) == 6000 and abs(np.abs(from_tuple).max() - 0.5) < 0.01
+    channels_first = np.stack([tone, tone])  # [channels, frames]
+    np.testing.assert_allclose(load_audio((channels_first, 16000)), load_audio((tone, 16000)), atol=1e-6)
+    already = _tone(200, 0.1, 24000)
+    np.testing.assert_array_equal(load_audio(already), already)
+
+
+def test_bad_input_is_named(tmp_path):
+    fake = tmp_path / "voice.m4a"
+    fake.write_bytes(b"\x00\x00\x00\x20ftypM4A " + b"\x00" * 200)
+    with pytest.raises(AudioError, match="voice.m4a.*can't read"):
+        load_audio(fake)
+    with pytest.raises(AudioError, match="missing.wav.*no such audio file"):
+        load_audio(tmp_path / "missing.wav")
+    with pytest.raises(AudioError, match="NaN"):
+        load_audio(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(AudioError, match="sample rate"):
+        load_audio((np.zeros(10, np.float32), 0))
+    with pytest.raises(AudioError, match="shape"):
+        load_audio(np.zeros((2, 3, 4), np.float32))
+
+
+def test_write_and_read_back(tmp_path):
+    tone = _tone(440, 0.2, 24000)
+    for fmt in ("wav", "flac"):
+        path = write_audio(tmp_path / f"out.{fmt}", tone)
+        info = sf.info(path)
+        assert info.format == fmt.upper() and info.samplerate == 24000 and info.channels == 1
+        np.testing.assert_allclose(load_audio(path), tone, atol=1e-4)
+    path = write_audio(tmp_path / "take", tone[None], format="flac")  # [1, T] and an explicit format
+    assert sf.info(path).format == "FLAC"
+    with pytest.raises(AudioError, match="out.mp3.*'mp3'.*wav, flac"):
+        write_audio(tmp_path / "out.mp3", tone)
+    with pytest.raises(AudioError, match="mono"):
+        write_audio(tmp_path / "two.wav", np.zeros((2, 100), np.float32))
+
+
+def test_stats():
+    stats = audio_stats(_tone(440, 2.0, 24000, amplitude=0.5))
+    assert stats["duration_s"] == 2.0
+    assert abs(stats["peak_dbfs"] - 20 * np.log10(0.5)) < 0.01
+    assert abs(stats["rms_dbfs"] - 20 * np.log10(0.5 / np.sqrt(2))) < 0.01
+    assert stats["clipped_fraction"] == 0 and not stats["is_silent"]
+    loud = audio_stats(np.clip(_tone(440, 1.0, 24000, amplitude=2.0), -1, 1))
+    assert 0.3 < loud["clipped_fraction"] < 0.9
+    quiet = audio_stats(_tone(440, 1.0, 24000, amplitude=1e-4))
+    assert quiet["is_silent"] and quiet["rms_dbfs"] < -80
+    zero = audio_stats(np.zeros(100, np.float32))
+    assert zero["is_silent"] and zero["peak_dbfs"] == zero["rms_dbfs"] == -120.0
+    assert audio_stats(np.zeros(0, np.float32))["duration_s"] == 0.0
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.8, 1.25, 2.0])
+def test_time_stretch_keeps_pitch(rate):
+    sr = 24000
+    # A voiced-speech-like signal: 180 Hz with harmonics.
+    t = np.arange(sr) / sr
+    audio = sum(np.sin(2 * np.pi * 180 * h * t) / h for h in (1, 2, 3)).astype(np.float32) * 0.3
+    out = time_stretch(audio, rate, sr)
+    assert len(out) == round(sr / rate)
+    assert abs(_dominant_hz(out, sr) - 180) < 3
+    # The waveform stays clean: energy matches and little appears between the harmonics.
+    assert abs(np.sqrt(np.mean(out**2)) - np.sqrt(np.mean(audio**2))) < 0.02
+    spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+    freqs = np.fft.rfftfreq(len(out), 1 / sr)
+    harmonic = np.min(np.abs(freqs[:, None] - 180 * np.arange(1, 4)), axis=1) < 15
+    assert spectrum[~harmonic].sum() < 0.1 * spectrum[harmonic].sum()
+
+
+def test_time_stretch_edges():
+    audio = _tone(200, 0.5, 24000)
+    np.testing.assert_array_equal(time_stretch(audio, 1.0), audio)
+    assert len(time_stretch(audio[:100], 2.0)) == 50  # shorter than one frame
+    with pytest.raises(AudioError, match="between"):
+        time_stretch(audio, 0)
+    with pytest.raises(AudioError, match="mono"):
+        time_stretch(np.zeros((2, 100), np.float32), 1.5)
