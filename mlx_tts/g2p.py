@@ -116,7 +116,10 @@ def _mandarin():
         from misaki import zh
     except ImportError as e:
         raise _missing_extra("z", e) from None
-    logging.getLogger("jieba").setLevel(logging.WARNING)  # its dictionary-cache chatter
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)  # its dictionary-cache chatter
+    jieba.initialize()  # load the word dictionary now rather than on the first sentence
     return zh.ZHG2P()
 
 
