@@ -109,3 +109,15 @@ def test_missing_extra_says_what_to_install(monkeypatch, code, blocked, unloaded
     monkeypatch.delattr(sys.modules[package], module, raising=False)
     with pytest.raises(G2PError, match=f"'{code}'.*{blocked}.*{hint}"):
         get_g2p(code)
+
+
+def test_without_espeak_unknown_words_are_dropped(monkeypatch, caplog):
+    def no_espeak():
+        raise ImportError("espeakng_loader")
+
+    monkeypatch.setattr(g2p, "_espeak", no_espeak)
+    monkeypatch.setattr(g2p, "_cache", {})
+    with caplog.at_level("WARNING", logger="mlx_tts"):
+        phonemes, _ = get_g2p("a")("The zorblaxian vroomed.")
+    assert "fallback unavailable" in caplog.text
+    assert phonemes.split() == ["ðə", "vɹˈumd."]
