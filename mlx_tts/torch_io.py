@@ -37,9 +37,8 @@ STORAGE_DTYPES = {
 class _StorageType:
     """Stands in for a `torch.<X>Storage` class: only its element type matters."""
 
-    def __init__(self, name):
-        self.name = name
-        self.dtype = STORAGE_DTYPES[name]
+    def __init__(self, dtype):
+        self.dtype = dtype
 
 
 class _CheckpointUnpickler(pickle.Unpickler):
@@ -59,7 +58,7 @@ class _CheckpointUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if module == "torch" and name in STORAGE_DTYPES:
-            return _StorageType(name)
+            return _StorageType(STORAGE_DTYPES[name])
         allowed = {
             ("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor,
             ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,

@@ -132,9 +132,9 @@ class VoiceBank:
                 suffix = path.suffix.lower()
                 if suffix in SINGLE_VOICE_SUFFIXES:
                     index.setdefault(path.stem, path)
-                elif suffix in MULTI_VOICE_SUFFIXES:
-                    with _read_numpy(path) as npz:
-                        index.update({name: path for name in npz.files if name not in index})
+                elif suffix in MULTI_VOICE_SUFFIXES:  # listing these means reading them
+                    for name in self._read(path):
+                        index.setdefault(name, path)
             self._index = index
         return self._index
 
