@@ -53,6 +53,10 @@ def enable():
     if choice.lower() == "off" or not _applies():
         return None
     paths = [choice] if choice.lower() != "auto" else _candidates()
+    if "OPENBLAS_CORETYPE" not in os.environ and _has_avx512():
+        # OpenBLAS 0.3.34 does not recognize every AVX-512 CPU (AMD Zen 5 among them) and then runs its
+        # AVX2 (Haswell) kernels: float32 GEMM measured 255 -> 480 GFLOP/s on 2 Zen 5 cores with this.
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
     for path in paths:
         try:
             library = ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL)
@@ -82,6 +86,16 @@ def _applies() -> bool:
         except importlib.metadata.PackageNotFoundError:
             pass
     return True
+
+
+def _has_avx512() -> bool:
+    """Whether the CPU has the AVX-512 subsets that OpenBLAS's SkylakeX kernels use."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= set(flags)
 
 
 def _candidates():

@@ -55,6 +55,8 @@ def _build_conv_cpu() -> Path:
         f"-I{mlx_dir / 'include'}",
         f"-L{mlx_dir / 'lib'}",
         "-lmlx",
+        "-pthread",
+        "-ldl",
         f"-Wl,-rpath,{mlx_dir / 'lib'}",
     ]
     sources = [_HERE / "conv_cpu.cpp", Path(nanobind.source_dir()) / "nb_combined.cpp"]

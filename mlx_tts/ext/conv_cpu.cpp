@@ -5,11 +5,17 @@
 //
 // Both read the input, the weight ([C_out, K, C_in], MLX layout) and write the output in place through
 // BLAS leading dimensions, so there is no im2col buffer, no zero insertion and no overlap-add pass.
-// The output is processed in row blocks that stay in cache while all taps accumulate into them.
+// The output rows are split over threads, and each thread's rows are processed in blocks that stay in
+// cache while all taps accumulate into them.
 // cblas_sgemm binds at load time to the first library in the global scope that exports it: the optimized
 // BLAS that mlx_tts.cpu_blas loaded, else the reference BLAS that the mlx-cpu wheel bundles.
 
 #include <algorithm>
+#include <dlfcn.h>
+#include <sched.h>
+#include <functional>
+#include <thread>
+#include <vector>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -31,8 +37,9 @@ namespace nb = nanobind;
 namespace {
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
-// Output rows per block: 512 rows x 256 channels x 4 bytes = 512 KiB, half of a Zen 4 core's L2.
 constexpr int kBlockElements = 512 * 256;
+// Below this many output rows per thread, a thread costs more than it saves.
+constexpr int kMinRowsPerThread = 64;
 
 // ceil(a / b) for b > 0 and any sign of a.
 int ceil_div(int a, int b) {
@@ -59,59 +66,97 @@ struct ConvShape {
   int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
 };
 
+// Output rows per cache block: 512 rows x 256 channels x 4 bytes = 512 KiB, half of a core's L2.
 int block_rows(int c_out) {
   return std::max(16, kBlockElements / std::max(c_out, 1));
 }
 
-void conv1d_kernel(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
+// Computes output rows [r0, r1) of one batch item: cache-sized blocks, each initialized with the bias, then
+// one strided GEMM per tap accumulating into it.
+void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias, float* y,
+               int r0, int r1) {
   const int rows_per_block = block_rows(s.c_out);
-  for (int b = 0; b < s.batch; ++b) {
-    const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
-    float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
-    for (int t0 = 0; t0 < s.t_out; t0 += rows_per_block) {
-      const int t1 = std::min(s.t_out, t0 + rows_per_block);
-      fill_rows(yb + static_cast<size_t>(t0) * s.c_out, bias, t1 - t0, s.c_out);
-      for (int k = 0; k < s.kernel; ++k) {
-        // Input row of output row t for this tap: t * stride + shift; keep it inside [0, t_in).
-        const int shift = k * s.dilation - s.padding;
-        const int lo = std::max(t0, ceil_div(-shift, s.stride));
-        const int hi = std::min(t1 - 1, floor_div(s.t_in - 1 - shift, s.stride));
-        if (hi < lo) {
-          continue;
+  for (int b0 = r0; b0 < r1; b0 += rows_per_block) {
+    const int b1 = std::min(r1, b0 + rows_per_block);
+    fill_rows(y + static_cast<size_t>(b0) * s.c_out, bias, b1 - b0, s.c_out);
+    for (int k = 0; k < s.kernel; ++k) {
+      if (transpose) {
+        // Input row t writes output row t * stride + shift.
+        const int shift = k - s.padding;
+        const int lo = std::max(0, ceil_div(b0 - shift, s.stride));
+        const int hi = std::min(s.t_in - 1, floor_div(b1 - 1 - shift, s.stride));
+        if (hi >= lo) {
+          cblas_sgemm(kRowMajor, kNoTrans, kTrans, hi - lo + 1, s.c_out, s.c_in, 1.0f,
+                      x + static_cast<size_t>(lo) * s.c_in, s.c_in, w + static_cast<size_t>(k) * s.c_in,
+                      s.kernel * s.c_in, 1.0f, y + static_cast<size_t>(lo * s.stride + shift) * s.c_out,
+                      s.stride * s.c_out);
         }
-        cblas_sgemm(kRowMajor, kNoTrans, kTrans, hi - lo + 1, s.c_out, s.c_in, 1.0f,
-                    xb + static_cast<size_t>(lo * s.stride + shift) * s.c_in, s.stride * s.c_in,
-                    w + static_cast<size_t>(k) * s.c_in, s.kernel * s.c_in, 1.0f,
-                    yb + static_cast<size_t>(lo) * s.c_out, s.c_out);
+      } else {
+        // Output row t reads input row t * stride + shift.
+        const int shift = k * s.dilation - s.padding;
+        const int lo = std::max(b0, ceil_div(-shift, s.stride));
+        const int hi = std::min(b1 - 1, floor_div(s.t_in - 1 - shift, s.stride));
+        if (hi >= lo) {
+          cblas_sgemm(kRowMajor, kNoTrans, kTrans, hi - lo + 1, s.c_out, s.c_in, 1.0f,
+                      x + static_cast<size_t>(lo * s.stride + shift) * s.c_in, s.stride * s.c_in,
+                      w + static_cast<size_t>(k) * s.c_in, s.kernel * s.c_in, 1.0f,
+                      y + static_cast<size_t>(lo) * s.c_out, s.c_out);
+        }
       }
     }
   }
 }
 
-void conv_transpose1d_kernel(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
-  // Blocks of input rows; the output rows they reach overlap the next block's by kernel - stride rows,
-  // which is fine because every tap accumulates.
-  const int rows_per_block = std::max(1, block_rows(s.c_out) / s.stride);
+// OpenBLAS's thread count, looked up at run time: present when an OpenBLAS was loaded globally.
+struct BlasThreads {
+  int (*get)() = nullptr;
+  void (*set)(int) = nullptr;
+};
+
+const BlasThreads& blas_threads() {
+  static const BlasThreads threads = [] {
+    BlasThreads t;
+    t.get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    t.set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    if (!t.get || !t.set) {
+      t = BlasThreads{};
+    }
+    return t;
+  }();
+  return threads;
+}
+
+int cpu_count() {
+  cpu_set_t set;
+  return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
+// Splits each batch item's output rows over as many threads as the BLAS would use, each calling the BLAS
+// single-threaded: one fork/join per convolution instead of one per GEMM, which matters on busy machines.
+void conv_parallel(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias,
+                   float* y) {
+  const BlasThreads& blas = blas_threads();
+  const int available = blas.get ? blas.get() : cpu_count();
+  const int threads = std::max(1, std::min(available, s.t_out / kMinRowsPerThread));
+  if (blas.set && threads > 1) {
+    blas.set(1);
+  }
   for (int b = 0; b < s.batch; ++b) {
     const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
     float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
-    fill_rows(yb, bias, s.t_out, s.c_out);
-    for (int t0 = 0; t0 < s.t_in; t0 += rows_per_block) {
-      const int t1 = std::min(s.t_in, t0 + rows_per_block);
-      for (int k = 0; k < s.kernel; ++k) {
-        // Output row of input row t for this tap: t * stride + shift; keep it inside [0, t_out).
-        const int shift = k - s.padding;
-        const int lo = std::max(t0, ceil_div(-shift, s.stride));
-        const int hi = std::min(t1 - 1, floor_div(s.t_out - 1 - shift, s.stride));
-        if (hi < lo) {
-          continue;
-        }
-        cblas_sgemm(kRowMajor, kNoTrans, kTrans, hi - lo + 1, s.c_out, s.c_in, 1.0f,
-                    xb + static_cast<size_t>(lo) * s.c_in, s.c_in,
-                    w + static_cast<size_t>(k) * s.c_in, s.kernel * s.c_in, 1.0f,
-                    yb + static_cast<size_t>(lo * s.stride + shift) * s.c_out, s.stride * s.c_out);
-      }
+    const int chunk = (s.t_out + threads - 1) / threads;
+    std::vector<std::thread> workers;
+    for (int i = 1; i < threads; ++i) {
+      workers.emplace_back(conv_rows, std::cref(s), transpose, xb, w, bias, yb, i * chunk,
+                           std::min(s.t_out, (i + 1) * chunk));
     }
+    conv_rows(s, transpose, xb, w, bias, yb, 0, std::min(s.t_out, chunk));
+    for (auto& worker : workers) {
+      worker.join();
+    }
+  }
+  if (blas.set && threads > 1) {
+    blas.set(available);
   }
 }
 
@@ -134,13 +179,7 @@ class TapConv : public mx::Primitive {
     encoder.set_output_array(y);
     const float* bias = inputs.size() > 2 ? inputs[2].data<float>() : nullptr;
     encoder.dispatch([s, transpose = transpose_, x = x.data<float>(), w = w.data<float>(), bias,
-                      y = y.data<float>()]() {
-      if (transpose) {
-        conv_transpose1d_kernel(s, x, w, bias, y);
-      } else {
-        conv1d_kernel(s, x, w, bias, y);
-      }
-    });
+                      y = y.data<float>()]() { conv_parallel(s, transpose, x, w, bias, y); });
   }
 
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {

@@ -1,0 +1,269 @@
+"""Every CPU convolution path against MLX's own convolutions (and PyTorch), and the BLAS switch."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_tts import conv, cpu_blas, ext
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Kokoro's generator convolutions, with the real channel counts and kernels and shortened lengths:
+# (name, transpose, T, C_in, C_out, K, stride, padding, dilation or output_padding)
+KOKORO_SHAPES = [
+    ("up1", True, 24, 512, 256, 20, 10, 5, 0),
+    ("up2", True, 60, 256, 128, 12, 6, 3, 0),
+    ("noise_conv1", False, 361, 22, 256, 12, 6, 3, 1),
+    ("noise_conv2", False, 361, 22, 128, 1, 1, 0, 1),
+    ("conv_post", False, 360, 128, 22, 7, 1, 3, 1),
+    ("conv1x1", False, 50, 512, 64, 1, 1, 0, 1),
+] + [
+    (f"res C{c} k{k} d{d}", False, t, c, c, k, 1, d * (k - 1) // 2, d)
+    for c, t in [(256, 120), (128, 360)]
+    for k in (3, 7, 11)
+    for d in (1, 3, 5)
+]
+
+
+def random_operands(t, c_in, c_out, k, batch=1, seed=0, dtype=mx.float32):
+    mx.random.seed(seed)
+    x = mx.random.normal((batch, t, c_in)).astype(dtype)
+    w = (mx.random.normal((c_out, k, c_in)) * (c_in * k) ** -0.5).astype(dtype)
+    b = mx.random.normal((c_out,)).astype(dtype)
+    return x, w, b
+
+
+def reference(transpose, x, w, b, stride, padding, extra, groups=1):
+    if transpose:
+        y = mx.conv_transpose1d(x, w, stride=stride, padding=padding, output_padding=extra, groups=groups)
+    else:
+        y = mx.conv1d(x, w, stride=stride, padding=padding, dilation=extra, groups=groups)
+    return y + b
+
+
+def assert_close(y, ref, tol=1e-4):
+    assert y.shape == ref.shape
+    scale = max(1.0, mx.abs(ref).max().item())
+    err = mx.abs(y.astype(mx.float32) - ref.astype(mx.float32)).max().item()
+    assert err <= tol * scale, f"max abs error {err} (scale {scale})"
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    module = ext.conv_cpu()
+    assert module is not None, "the native convolution kernel did not build (is a C++ compiler installed?)"
+    return module
+
+
+@pytest.mark.parametrize("shape", KOKORO_SHAPES, ids=[s[0] for s in KOKORO_SHAPES])
+def test_kokoro_shapes_every_path(kernel, shape):
+    _, transpose, t, c_in, c_out, k, stride, padding, extra = shape
+    x, w, b = random_operands(t, c_in, c_out, k)
+    ref = reference(transpose, x, w, b, stride, padding, extra)
+    if transpose:
+        assert_close(kernel.conv_transpose1d(x, w, b, stride, padding, extra), ref)
+        assert_close(conv.conv_transpose1d_matmul(x, w, stride, padding, extra) + b, ref)
+        assert_close(conv.conv_transpose1d(x, w, b, stride, padding, extra), ref)
+    else:
+        assert_close(kernel.conv1d(x, w, b, stride, padding, extra), ref)
+        assert_close(conv.conv1d_matmul(x, w, stride, padding, extra) + b, ref)
+        assert_close(conv.conv1d(x, w, b, stride, padding, extra), ref)
+
+
+def random_small_shapes(n, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        k = int(rng.integers(1, 9))
+        stride = int(rng.integers(1, 5))
+        transpose = bool(rng.integers(0, 2))
+        if transpose:
+            padding = int(rng.integers(0, k))
+            extra = int(rng.integers(0, stride))  # output_padding < stride
+            t = int(rng.integers(1, 40))
+        else:
+            padding = int(rng.integers(0, 2 * k))
+            extra = int(rng.integers(1, 4))  # dilation
+            t = max(int(rng.integers(1, 60)), extra * (k - 1) + 1 - 2 * padding)
+        yield transpose, int(rng.integers(1, 3)), t, int(rng.integers(1, 20)), int(rng.integers(1, 20)), k, stride, padding, extra
+
+
+@pytest.mark.parametrize("case", list(random_small_shapes(60, seed=1)))
+def test_random_small_shapes(kernel, case):
+    transpose, batch, t, c_in, c_out, k, stride, padding, extra = case
+    x, w, b = random_operands(t, c_in, c_out, k, batch=batch, seed=len(str(case)))
+    ref = reference(transpose, x, w, b, stride, padding, extra)
+    if transpose:
+        assert_close(kernel.conv_transpose1d(x, w, b, stride, padding, extra), ref)
+        assert_close(kernel.conv_transpose1d(x, w, None, stride, padding, extra), ref - b)
+        assert_close(conv.conv_transpose1d_matmul(x, w, stride, padding, extra) + b, ref)
+    else:
+        assert_close(kernel.conv1d(x, w, b, stride, padding, extra), ref)
+        assert_close(kernel.conv1d(x, w, None, stride, padding, extra), ref - b)
+        assert_close(conv.conv1d_matmul(x, w, stride, padding, extra) + b, ref)
+
+
+def test_kernel_splits_long_inputs_over_threads(kernel):
+    # Long enough for several threads and several cache blocks per thread, with a batch of 2.
+    x, w, b = random_operands(3001, 16, 24, 5, batch=2)
+    assert_close(kernel.conv1d(x, w, b, 1, 4, 2), reference(False, x, w, b, 1, 4, 2))
+    assert_close(kernel.conv_transpose1d(x, w, b, 3, 1, 1), reference(True, x, w, b, 3, 1, 1))
+
+
+def test_depthwise_upsampler_keeps_mlx_path():
+    # Kokoro's AdainResBlk1d pool: ConvTranspose1d(C, C, 3, stride 2, groups=C, padding 1, output_padding 1).
+    c = 64
+    mx.random.seed(3)
+    x = mx.random.normal((1, 37, c))
+    w = mx.random.normal((c, 3, 1))
+    b = mx.random.normal((c,))
+    y = conv.conv_transpose1d(x, w, b, stride=2, padding=1, output_padding=1, groups=c)
+    assert y.shape == (1, 74, c)
+    assert_close(y, reference(True, x, w, b, 2, 1, 1, groups=c))
+
+
+def test_non_float32_uses_mlx_ops(monkeypatch):
+    monkeypatch.setenv("MLX_TTS_CONV", "auto")
+    x, w, b = random_operands(200, 32, 16, 7, dtype=mx.float16)
+    y = conv.conv1d(x, w, b, padding=6, dilation=2)
+    assert y.dtype == mx.float16
+    assert_close(y, reference(False, x, w, b, 1, 6, 2), tol=1e-2)
+
+
+@pytest.mark.parametrize("choice", ["native", "mlx-ops", "auto"])
+def test_switch_selects_each_path(monkeypatch, choice):
+    monkeypatch.setenv("MLX_TTS_CONV", choice)
+    x, w, b = random_operands(100, 8, 8, 3)
+    assert_close(conv.conv1d(x, w, b, padding=3, dilation=3), reference(False, x, w, b, 1, 3, 3))
+    assert conv._cpu_path(x, w, groups=1) == {"auto": "kernel", "mlx-ops": "mlx-ops", "native": "native"}[choice]
+
+
+def test_bad_switch_value_is_named(monkeypatch):
+    monkeypatch.setenv("MLX_TTS_CONV", "fast")
+    x, w, _ = random_operands(10, 4, 4, 3)
+    with pytest.raises(ValueError, match="MLX_TTS_CONV"):
+        conv.conv1d(x, w)
+
+
+def test_kernel_rejects_bad_operands(kernel):
+    x, w, _ = random_operands(10, 4, 4, 3)
+    with pytest.raises(ValueError, match="channels"):
+        kernel.conv1d(x, w[:, :, :3], None, 1, 0, 1)
+    with pytest.raises(ValueError, match="too short"):
+        kernel.conv1d(x[:, :2], w, None, 1, 0, 1)
+    with pytest.raises(ValueError, match="float32"):
+        kernel.conv1d(x.astype(mx.float16), w, None, 1, 0, 1)
+    with pytest.raises(ValueError, match="bias"):
+        kernel.conv1d(x, w, mx.zeros((5,)), 1, 0, 1)
+
+
+def test_mlx_ops_path_rejects_short_input():
+    x, w, _ = random_operands(4, 4, 4, 3)
+    with pytest.raises(ValueError, match="too short"):
+        conv.conv1d_matmul(x, w, dilation=3)
+
+
+def test_extension_switch_off_falls_back(monkeypatch):
+    monkeypatch.setattr(ext, "_tried", False)
+    monkeypatch.setattr(ext, "_conv_cpu", None)
+    monkeypatch.setenv("MLX_TTS_EXT", "off")
+    monkeypatch.setenv("MLX_TTS_CONV", "auto")
+    x, w, b = random_operands(50, 8, 8, 3)
+    assert ext.conv_cpu() is None
+    assert conv._cpu_path(x, w, groups=1) == "mlx-ops"
+    assert_close(conv.conv1d(x, w, b, padding=1), reference(False, x, w, b, 1, 1, 1))
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("shape", KOKORO_SHAPES[:5], ids=[s[0] for s in KOKORO_SHAPES[:5]])
+def test_kokoro_shapes_match_torch(shape):
+    torch = pytest.importorskip("torch")
+    _, transpose, t, c_in, c_out, k, stride, padding, extra = shape
+    x, w, b = random_operands(t, c_in, c_out, k)
+    xt = torch.from_numpy(np.array(x)).transpose(1, 2)
+    bt = torch.from_numpy(np.array(b))
+    if transpose:
+        wt = torch.from_numpy(np.array(w)).permute(2, 0, 1)  # torch: [C_in, C_out, K]
+        expected = torch.nn.functional.conv_transpose1d(xt, wt, bt, stride, padding, extra)
+        y = conv.conv_transpose1d(x, w, b, stride, padding, extra)
+    else:
+        wt = torch.from_numpy(np.array(w)).transpose(1, 2)  # torch: [C_out, C_in, K]
+        expected = torch.nn.functional.conv1d(xt, wt, bt, stride, padding, extra)
+        y = conv.conv1d(x, w, b, stride, padding, extra)
+    np.testing.assert_allclose(np.array(y), expected.transpose(1, 2).numpy(), atol=1e-4, rtol=1e-4)
+
+
+# The BLAS is chosen before mlx.core is imported, so each setting runs in a fresh interpreter.
+BLAS_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from mlx_tts import cpu_blas
+    active = cpu_blas.enable()
+    import mlx.core as mx
+    from mlx_tts import conv, ext
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((300, 500), dtype=np.float32), rng.standard_normal((500, 200), dtype=np.float32)
+    product = np.array(mx.array(a) @ mx.array(b))
+    x, w = mx.array(rng.standard_normal((1, 400, 32), dtype=np.float32)), mx.array(rng.standard_normal((24, 7, 32), dtype=np.float32))
+    conv_err = mx.abs(ext.conv_cpu().conv1d(x, w, None, 1, 9, 3) - mx.conv1d(x, w, padding=9, dilation=3)).max().item()
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    np.save(sys.argv[1], product)
+    print(json.dumps({"active": active, "matmul_err": float(np.abs(product - exact).max()), "conv_err": conv_err}))
+    """
+)
+
+
+def run_blas_probe(tmp_path, setting, name):
+    env = {**os.environ, "MLX_TTS_BLAS": setting, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / f"{name}.npy"
+    result = subprocess.run(
+        [sys.executable, "-c", BLAS_PROBE, str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the BLAS swap is for Linux's mlx-cpu build only")
+def test_blas_auto_and_off_agree(tmp_path):
+    auto, auto_product = run_blas_probe(tmp_path, "auto", "auto")
+    off, off_product = run_blas_probe(tmp_path, "off", "off")
+    assert auto["active"] and ("blas_shim" in auto["active"] or "openblas" in auto["active"])
+    assert off["active"] is None
+    for result in (auto, off):
+        assert result["matmul_err"] < 1e-3
+        assert result["conv_err"] < 1e-3
+    # Same inputs, different summation order: proof that MLX's GEMM really ran on another library.
+    assert not np.array_equal(auto_product, off_product)
+    np.testing.assert_allclose(auto_product, off_product, atol=1e-3)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the BLAS swap is for Linux's mlx-cpu build only")
+def test_blas_bad_path_keeps_reference(tmp_path):
+    result, _ = run_blas_probe(tmp_path, "/nonexistent/libblas.so", "bad")
+    assert result["active"] is None
+    assert result["matmul_err"] < 1e-3
+
+
+def test_blas_only_acts_before_mlx_on_cpu_builds(monkeypatch):
+    # In this process mlx.core is already loaded: too late to rebind its BLAS.
+    assert "mlx.core" in sys.modules and not cpu_blas._applies()
+    monkeypatch.delitem(sys.modules, "mlx.core")
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert cpu_blas._applies()
+
+    def cuda_installed(name):
+        return "0.32.4"
+
+    monkeypatch.setattr(cpu_blas.importlib.metadata, "version", cuda_installed)
+    assert not cpu_blas._applies()
+    monkeypatch.undo()
+    monkeypatch.delitem(sys.modules, "mlx.core")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert not cpu_blas._applies()
