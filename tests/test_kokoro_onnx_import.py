@@ -72,8 +72,14 @@ def _graph(*nodes_and_weights):
 
 
 def test_missing_weights_are_named():
-    f0_conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="/decoder/decoder/F0_conv/Conv")
-    model = _graph((f0_conv, {"w": [[[0.5, 1.0, 0.0]]], "b": [0.1]}))
+    f0_conv = helper.make_node("Conv", ["x", "w", "b"], ["h"], name="/decoder/decoder/F0_conv/Conv")
+    # A norm without affine (AdaLayerNorm) exports constant ones and zeros: they are not weights.
+    ada_norm = helper.make_node(
+        "LayerNormalization", ["h", "ones", "zeros"], ["y"], name="/encoder/predictor/text_encoder/lstms.1/LayerNorm"
+    )
+    model = _graph(
+        (f0_conv, {"w": [[[0.5, 1.0, 0.0]]], "b": [0.1]}), (ada_norm, {"ones": np.ones(3), "zeros": np.zeros(3)})
+    )
     with pytest.raises(OnnxImportError, match="543 Kokoro weights not found.*bert.embeddings.word_embeddings.weight"):
         state_dict_from_onnx(model)
 

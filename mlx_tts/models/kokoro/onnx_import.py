@@ -213,8 +213,11 @@ class _Graph:
         return None
 
     def const_name(self, name: str) -> str:
+        """The initializer behind `name` (through Casts), for messages and for reusing it."""
         node = self.producer.get(name)
-        return self.const_name(node.input[0]) if name not in self.tensors and node is not None else name
+        if name not in self.tensors and node is not None and node.op_type == "Cast":
+            return self.const_name(node.input[0])
+        return name
 
     def only_consumer(self, name: str, op_type: str):
         nodes = self.consumers[name]
@@ -435,12 +438,17 @@ def _scope_path(node_name: str) -> str | None:
 
 
 class _Names:
-    """Resolves exporter paths (`encoder.F0.1.conv1`) to KModel names (`predictor.F0.1.conv1`)."""
+    """Resolves exporter paths (`encoder.F0.1.conv1`) to KModel names (`predictor.F0.1.conv1`): the longest
+    tail of the path that is a KModel name, or the end of exactly one KModel name."""
 
     def __init__(self, expected):
         self.params = set(expected)
         self.modules = {name.rsplit(".", 1)[0] for name in expected}
-        self._cache = {}
+        self._endings = defaultdict(set)
+        for name in self.params | self.modules:
+            parts = name.split(".")
+            for start in range(1, len(parts)):
+                self._endings[".".join(parts[start:])].add(name)
 
     def _resolve(self, path: str, known: set) -> str | None:
         parts = path.split(".")
@@ -448,18 +456,20 @@ class _Names:
             tail = ".".join(parts[start:])
             if tail in known:
                 return tail
-            matches = [k for k in known if k.endswith("." + tail)]
+            matches = self._endings.get(tail, set()) & known
             if len(matches) == 1:
-                return matches[0]
+                return matches.pop()
         return None
 
-    def module(self, path):
-        if path not in self._cache:
-            self._cache[path] = self._resolve(path, self.modules)
-        return self._cache[path]
+    def module(self, path: str) -> str | None:
+        return self._resolve(path, self.modules)
 
-    def param(self, name):
+    def param(self, name: str) -> str | None:
         return self._resolve(name, self.params)
+
+    def accepts(self, name: str) -> bool:
+        """A KModel parameter, or a plain conv weight that KModel keeps weight-normed."""
+        return name in self.params or (name.endswith(".weight") and name[: -len("weight")] + "weight_g" in self.params)
 
 
 def _is_identity(values: np.ndarray) -> bool:
@@ -467,17 +477,20 @@ def _is_identity(values: np.ndarray) -> bool:
 
 
 def _collect(g: _Graph, names: _Names):
-    """(found, unplaced): arrays keyed by KModel name, and weights with no place in KModel."""
+    """(found, unplaced): arrays keyed by KModel name, and the weights that have no place in KModel."""
     found, sources, unplaced = {}, {}, []
 
     def put(module, role, value, source, node):
+        if _STFT.search(module):
+            return
         value = np.ascontiguousarray(value, dtype=np.float32)
-        resolved = names.module(module) if module else None
-        if resolved is None or _STFT.search(module):
-            if not _STFT.search(module or "") and not _is_identity(value):
+        resolved = names.module(module)
+        name = f"{resolved}.{role}" if resolved else None
+        if name is None or not names.accepts(name):
+            # Constant ones and zeros stand in for the affine of non-affine norms; anything else is a weight lost.
+            if not _is_identity(value):
                 unplaced.append(f"{source} (used by {node.op_type} '{node.name}')")
             return
-        name = f"{resolved}.{role}"
         if name in found and sources[name] != source and not np.array_equal(found[name], value):
             raise OnnxImportError(f"two different weights map to '{name}': '{sources[name]}' and '{source}'")
         found[name], sources[name] = value, source
@@ -516,7 +529,7 @@ def _collect(g: _Graph, names: _Names):
                 x = g.input_of(node, index)
                 if x and g.const(x) is not None:
                     put(module, role, g.const(x), g.const_name(x), node)
-    return found, sources, unplaced
+    return found, unplaced
 
 
 def _matmul_bias(g: _Graph, node, n_out: int) -> str | None:
@@ -571,17 +584,15 @@ def state_dict_from_onnx(source, config: dict = KOKORO_82M) -> dict[str, np.ndar
     expected = parameter_shapes(config)
     names = _Names(expected)
     g = _Graph(model)
-    found, sources, unplaced = _collect(g, names)
+    found, unplaced = _collect(g, names)
 
     state = {}
     for name, value in found.items():
-        module, role = name.rsplit(".", 1)
-        if name not in expected and role == "weight" and f"{module}.weight_g" in expected:
-            state[f"{module}.weight_g"], state[f"{module}.weight_v"] = _fold_weight_norm(value)
-        elif name in expected:
+        if name in expected:
             state[name] = value
-        else:
-            unplaced.append(f"{sources[name]} (would be '{name}')")
+        else:  # a weight-normed conv's effective weight
+            module = name.removesuffix(".weight")
+            state[f"{module}.weight_g"], state[f"{module}.weight_v"] = _fold_weight_norm(value)
     # Parameters the graph uses directly keep their own names (Snake alphas, fused-op inputs).
     for tensor_name, tensor in g.tensors.items():
         name = names.param(tensor_name)
