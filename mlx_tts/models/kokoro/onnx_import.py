@@ -16,36 +16,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-# The int8 export's quantized ops and the float ops they stand for.
-INTEGER_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM", "DequantizeLinear")
+from .embedded import KOKORO_82M_CONFIG
 
-# Kokoro-82M's architecture hyper-parameters (config.json without the vocab).
-KOKORO_82M = {
-    "dim_in": 64,
-    "hidden_dim": 512,
-    "style_dim": 128,
-    "n_token": 178,
-    "n_layer": 3,
-    "n_mels": 80,
-    "max_dur": 50,
-    "text_encoder_kernel_size": 5,
-    "istftnet": {
-        "upsample_rates": [10, 6],
-        "upsample_kernel_sizes": [20, 12],
-        "upsample_initial_channel": 512,
-        "resblock_kernel_sizes": [3, 7, 11],
-        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-        "gen_istft_n_fft": 20,
-        "gen_istft_hop_size": 5,
-    },
-    "plbert": {
-        "hidden_size": 768,
-        "num_attention_heads": 12,
-        "intermediate_size": 2048,
-        "max_position_embeddings": 512,
-        "num_hidden_layers": 12,
-    },
-}
+# The int8 export's quantized ops; `float_onnx_graph` replaces each with its float op.
+INTEGER_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM", "DequantizeLinear")
 
 
 class OnnxImportError(ValueError):
@@ -56,7 +30,7 @@ class OnnxImportError(ValueError):
 # The parameters hexgrad's KModel holds, by name and shape.
 
 
-def parameter_shapes(config: dict = KOKORO_82M) -> dict[str, tuple]:
+def parameter_shapes(config: dict = KOKORO_82M_CONFIG) -> dict[str, tuple]:
     """Every parameter of hexgrad's `KModel` for `config`, torch layout.
 
     Left out: the ALBERT pooler (Kokoro never uses it) and the instance norms' affine
@@ -576,7 +550,7 @@ def _fold_weight_norm(weight: np.ndarray):
     return g.astype(np.float32), v
 
 
-def state_dict_from_onnx(source, config: dict = KOKORO_82M) -> dict[str, np.ndarray]:
+def state_dict_from_onnx(source, config: dict = KOKORO_82M_CONFIG) -> dict[str, np.ndarray]:
     """hexgrad `KModel` weights (torch layout, float32) from a kokoro-onnx export."""
     model = load_onnx(source)
     if any(node.op_type in INTEGER_OPS for node in model.graph.node):
