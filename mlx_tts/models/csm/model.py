@@ -171,9 +171,13 @@ class Model(nn.Module):
         return mx.stack(codes, axis=1)
 
     def generate(self, tokens: mx.array, mask: mx.array, max_frames: int, sampler):
-        """Yield frames of codes [B, codebooks] after the prompt (tokens, mask: [B, S, codebooks + 1]),
-        until the model emits an all-zero (end of audio) frame or `max_frames` frames are out."""
+        """Frames of codes [B, codebooks] after the prompt (tokens, mask: [B, S, codebooks + 1]), one at a
+        time, until the model emits an all-zero (end of audio) frame or `max_frames` frames are out.
+        A prompt that can't fit is refused here, before any work."""
         self.check_fits(tokens.shape[1], max_frames)
+        return self._frames(tokens, mask, max_frames, sampler)
+
+    def _frames(self, tokens, mask, max_frames, sampler):
         cache = self.backbone.make_cache()
         decoder_cache = self.decoder.make_cache(step=self.args.audio_num_codebooks + 1)
         hidden = self.backbone(self.embed_frames(tokens, mask), cache)[:, -1]
