@@ -17,8 +17,14 @@ Which library (`MLX_TTS_BLAS`):
 
 Nothing happens off Linux, when a CUDA build of MLX (`mlx-cuda-12` / `mlx-cuda-13`) is installed (its
 default device is the GPU, whose kernels never call a CPU BLAS), or when `mlx.core` was imported first.
-OpenBLAS threads: `OPENBLAS_NUM_THREADS` (default: one per core, which measured fastest here for both
-large GEMMs and single-token GEMVs).
+
+Threads: OpenBLAS runs single-threaded unless `OPENBLAS_NUM_THREADS` says otherwise. On a machine shared
+with other work (2 cores, several busy processes) a 2-thread OpenBLAS made mid-sized GEMVs (1 x 1024 x 1024)
+100x slower (median) and gained at most 1.4x on large GEMMs; quiet, 2 threads are up to 2x faster. The
+convolutions, where Kokoro spends its time, use every core anyway through their own threads
+(`mlx_tts.ext`, `MLX_TTS_THREADS`).
+On CPUs with AVX-512, `OPENBLAS_CORETYPE` defaults to `SkylakeX` (its AVX-512 kernels): OpenBLAS 0.3.34
+does not recognize AMD Zen 5 and would run its AVX2 kernels at half the speed.
 """
 
 import ctypes
@@ -67,6 +73,8 @@ def enable():
         if missing:
             logger.warning("MLX_TTS_BLAS: %s does not export %s", path, ", ".join(missing))
             continue
+        if "OPENBLAS_NUM_THREADS" not in os.environ and hasattr(library, "openblas_set_num_threads"):
+            library.openblas_set_num_threads(1)
         _active = str(path)
         logger.debug("MLX CPU BLAS: %s", _active)
         return _active

@@ -10,15 +10,17 @@
 // cblas_sgemm binds at load time to the first library in the global scope that exports it: the optimized
 // BLAS that mlx_tts.cpu_blas loaded, else the reference BLAS that the mlx-cpu wheel bundles.
 
-#include <algorithm>
 #include <dlfcn.h>
 #include <sched.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <functional>
-#include <thread>
-#include <vector>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
@@ -39,7 +41,7 @@ namespace {
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int kBlockElements = 512 * 256;
 // Below this many output rows per thread, a thread costs more than it saves.
-constexpr int kMinRowsPerThread = 64;
+constexpr int kMinRowsPerThread = 32;
 
 // ceil(a / b) for b > 0 and any sign of a.
 int ceil_div(int a, int b) {
@@ -107,7 +109,8 @@ void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* 
   }
 }
 
-// OpenBLAS's thread count, looked up at run time: present when an OpenBLAS was loaded globally.
+// OpenBLAS's thread count, looked up at run time: present when an OpenBLAS was loaded globally. A
+// multithreaded BLAS called from several threads at once would oversubscribe the cores.
 struct BlasThreads {
   int (*get)() = nullptr;
   void (*set)(int) = nullptr;
@@ -126,19 +129,28 @@ const BlasThreads& blas_threads() {
   return threads;
 }
 
-int cpu_count() {
-  cpu_set_t set;
-  return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+// Threads for one convolution: $MLX_TTS_THREADS, else the CPUs this process may run on.
+int worker_count() {
+  static const int count = [] {
+    if (const char* env = std::getenv("MLX_TTS_THREADS")) {
+      if (int n = std::atoi(env); n > 0) {
+        return n;
+      }
+    }
+    cpu_set_t set;
+    return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  }();
+  return count;
 }
 
-// Splits each batch item's output rows over as many threads as the BLAS would use, each calling the BLAS
-// single-threaded: one fork/join per convolution instead of one per GEMM, which matters on busy machines.
+// Splits each batch item's output rows over the worker threads, each calling the BLAS single-threaded:
+// one fork/join per convolution instead of one per GEMM, which matters on a busy machine.
 void conv_parallel(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias,
                    float* y) {
+  const int threads = std::clamp(s.t_out / kMinRowsPerThread, 1, worker_count());
   const BlasThreads& blas = blas_threads();
-  const int available = blas.get ? blas.get() : cpu_count();
-  const int threads = std::max(1, std::min(available, s.t_out / kMinRowsPerThread));
-  if (blas.set && threads > 1) {
+  const int blas_threads_before = blas.get ? blas.get() : 1;
+  if (threads > 1 && blas_threads_before > 1) {
     blas.set(1);
   }
   for (int b = 0; b < s.batch; ++b) {
@@ -155,8 +167,8 @@ void conv_parallel(const ConvShape& s, bool transpose, const float* x, const flo
       worker.join();
     }
   }
-  if (blas.set && threads > 1) {
-    blas.set(available);
+  if (threads > 1 && blas_threads_before > 1) {
+    blas.set(blas_threads_before);
   }
 }
 
