@@ -21,6 +21,7 @@ MAX_PHONEMES = 510
 SPEED_RANGE = (0.25, 4.0)
 SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+")
 CLAUSE_END = re.compile(r"(?<=[,;:，；：—])\s*")
+PUNCTUATION = set(';:,.!?¡¿—…"«»“”() ')
 
 
 @dataclass
@@ -113,8 +114,8 @@ class KokoroPipeline:
     def _split_to_limit(self, text: str, phonemize) -> list:
         """[(graphemes, phonemes)] for `text`, cutting at clauses, then words, until each fits."""
         phonemes = phonemize(text).strip()
-        if not phonemes or not any(c in self.model.vocab for c in phonemes if not c.isspace()):
-            return []
+        if not any(c in self.model.vocab and c not in PUNCTUATION for c in phonemes):
+            return []  # nothing to say: only punctuation, or symbols the model doesn't know
         if len(phonemes) <= MAX_PHONEMES:
             return [(text, phonemes)]
         for pattern in (CLAUSE_END, re.compile(r"\s+")):

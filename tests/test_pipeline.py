@@ -1,0 +1,91 @@
+"""KokoroPipeline on a tiny random Kokoro: results, chunking, seeds, raw phonemes and bad input."""
+
+import re
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_tts.models.kokoro import KokoroPipeline
+from mlx_tts.models.kokoro.pipeline import MAX_PHONEMES
+
+SPEED = 4  # random duration heads give ~25 frames per token; keep the audio short
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model):
+    return KokoroPipeline(lang_code="a", model=tiny_model)
+
+
+def test_results_unpack_like_the_spec(pipeline):
+    results = list(pipeline("The MLX King lives. Let him cook!", voice="af_test", speed=SPEED))
+    assert len(results) == 1
+    graphemes, phonemes, audio = results[0]
+    assert graphemes == "The MLX King lives. Let him cook!"
+    assert phonemes == "ði ˌɛmˌɛlˈɛks kˈɪŋ lˈɪvz. lˈɛt hˌɪm kˈʊk!"
+    assert isinstance(audio, mx.array) and audio.ndim == 2 and audio.shape[0] == 1
+    durations = np.asarray(results[0].durations)
+    assert len(durations) == len(phonemes) + 2 and durations.min() >= 1
+    assert audio.shape[1] == durations.sum() * 600  # one frame is 600 samples at 24 kHz
+    assert np.isfinite(np.asarray(audio)).all()
+
+
+def test_same_seed_same_audio(pipeline):
+    takes = []
+    for seed in (7, 7, 8):
+        mx.random.seed(seed)
+        takes.append(np.asarray(next(iter(pipeline("Hi there.", voice="am_test", speed=SPEED))).audio))
+    assert np.array_equal(takes[0], takes[1])
+    assert not np.array_equal(takes[0], takes[2])  # the sine source's noise follows the seed
+
+
+def test_long_text_is_chunked_under_the_limit_and_nothing_is_dropped(pipeline):
+    sentence = "Kokoro reads every word of this sentence, and then, without pausing, it reads the next one"
+    text = ". ".join([sentence] * 30) + ".\n\n" + "A last line with no punctuation " * 30
+    chunks = pipeline.chunk_text(text)
+    assert len(chunks) > 2
+    assert all(len(phonemes) <= MAX_PHONEMES for _, phonemes in chunks)
+    words = lambda s: re.findall(r"[A-Za-z]+", s)  # noqa: E731
+    assert [w for g, _ in chunks for w in words(g)] == words(text)
+
+
+def test_split_pattern(pipeline):
+    assert len(pipeline.chunk_text("One.\nTwo.", split_pattern=r"\n+")) == 2
+    assert len(pipeline.chunk_text("One.\nTwo.", split_pattern=None)) == 1
+
+
+def test_raw_phonemes_override_pronunciation(pipeline):
+    result = next(iter(pipeline.from_phonemes("kˈʊk", voice="af_test", speed=SPEED)))
+    assert result.phonemes == "kˈʊk" and result.audio.shape[1] > 0
+    with pytest.raises(ValueError, match="doesn't know: 7"):
+        next(iter(pipeline.from_phonemes("kˈʊk7", voice="af_test")))
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, message",
+    [
+        ("", {}, "text is empty"),
+        ("   \n ", {}, "text is empty"),
+        ("... !!! ???", {}, "nothing pronounceable"),
+        ("Hello.", {"speed": 0.1}, "speed must be between 0.25 and 4"),
+        ("Hello.", {"speed": 5}, "speed must be between 0.25 and 4"),
+        ("Hello.", {"voice": "af_heart"}, "af_test"),  # an unknown voice lists the voices there are
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_the_pipeline_keeps_working(pipeline, text, kwargs, message):
+    kwargs = {"voice": "af_test", **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        list(pipeline(text, **kwargs))
+    assert pipeline.chunk_text("Still working.")[0][1] == "stˈɪl wˈɜɹkɪŋ."
+
+
+def test_unknown_lang_code_lists_the_codes(tiny_model):
+    with pytest.raises(ValueError) as error:
+        KokoroPipeline(lang_code="x", model=tiny_model)
+    assert "'a'" in str(error.value) and "'j'" in str(error.value) and "'z'" in str(error.value)
+
+
+def test_weighted_voice_blend(pipeline):
+    a, b = pipeline.voices.resolve("af_test"), pipeline.voices.resolve("am_test")
+    blend = pipeline.voices.resolve("af_test(3)+am_test(1)")
+    assert mx.allclose(blend, 0.75 * a + 0.25 * b, atol=1e-6)
