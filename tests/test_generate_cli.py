@@ -1,0 +1,44 @@
+"""python -m mlx_tts.generate, end to end on the tiny random Kokoro."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generate(args, stdin=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_tts.generate", *args],
+        input=stdin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+
+
+def test_text_from_stdin_joined_flac_and_play_without_a_device(tiny_model, tmp_path):
+    prefix = tmp_path / "take"
+    run = generate(
+        ["--model", str(tiny_model.path), "--voice", "af_test", "--speed", "4", "--file_prefix", str(prefix),
+         "--audio_format", "flac", "--join_audio", "--play", "--seed", "1"],
+        stdin="Hello there.\nSecond line.",
+    )
+    assert run.returncode == 0, run.stderr
+    audio, rate = sf.read(prefix.with_suffix(".flac"))
+    assert rate == 24000 and len(audio) > 0
+    assert "real-time factor" in run.stdout and "peak memory" in run.stdout
+    assert f"Audio: {len(audio) / 24000:.2f} s" in run.stdout
+    assert "Can't play audio here" in run.stderr  # no audio device on a server: a message, and the file is kept
+
+
+def test_one_file_per_chunk_and_bad_input(tiny_model, tmp_path):
+    prefix = tmp_path / "chunk"
+    run = generate(["--model", str(tiny_model.path), "--voice", "am_test", "--speed", "4", "--text", "One.\nTwo.",
+                    "--file_prefix", str(prefix)])
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in tmp_path.glob("chunk_*.wav")) == ["chunk_000.wav", "chunk_001.wav"]
+    bad = generate(["--model", str(tiny_model.path), "--voice", "af_test", "--text", "Hi.", "--speed", "9"])
+    assert bad.returncode != 0 and "speed must be between 0.25 and 4" in bad.stderr
+    assert "Traceback" not in bad.stderr
