@@ -110,10 +110,10 @@ def main():
     parser.add_argument("--skip-torch", action="store_true")
     args = parser.parse_args()
 
-    paths = ["kernel"] if ext.conv_cpu() is not None else []
+    paths = ["kernel"] if ext.cpu_kernels() is not None else []
     paths += ["mlx-ops"] + ([] if args.skip_native else ["mlx"])
     columns = paths + ([] if args.skip_torch else ["torch"])
-    print(f"BLAS: {cpu_blas.active() or 'reference (mlx-cpu wheel)'}; native kernel: {ext.conv_cpu() is not None}")
+    print(f"BLAS: {cpu_blas.active() or 'reference (mlx-cpu wheel)'}; native kernel: {ext.cpu_kernels() is not None}")
     print(f"Kokoro generator convolutions for {args.seconds:g} s of audio; GFLOP/s (higher is better)\n")
     print("| op | T in | GFLOP | count | " + " | ".join(columns) + " |")
     print("|---|---|---|---|" + "---|" * len(columns))

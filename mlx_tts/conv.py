@@ -24,7 +24,7 @@ from . import ext
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     path = _cpu_path(x, weight, groups)
     if path == "kernel":
-        return ext.conv_cpu().conv1d(x, weight, bias, stride, padding, dilation)
+        return ext.cpu_kernels().conv1d(x, weight, bias, stride, padding, dilation)
     if path == "mlx-ops":
         y = conv1d_matmul(x, weight, stride, padding, dilation)
     else:
@@ -36,7 +36,7 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """weight: [C_out, K, C_in / groups] (MLX's layout for conv_transpose1d)."""
     path = _cpu_path(x, weight, groups)
     if path == "kernel":
-        return ext.conv_cpu().conv_transpose1d(x, weight, bias, stride, padding, output_padding)
+        return ext.cpu_kernels().conv_transpose1d(x, weight, bias, stride, padding, output_padding)
     if path == "mlx-ops":
         y = conv_transpose1d_matmul(x, weight, stride, padding, output_padding)
     else:
@@ -53,7 +53,7 @@ def _cpu_path(x, weight, groups) -> str:
         raise ValueError(f"MLX_TTS_CONV must be auto, mlx-ops or native, not {choice!r}")
     if choice == "native" or groups != 1 or mx.default_device() != mx.cpu:
         return "native"
-    if choice == "auto" and x.dtype == weight.dtype == mx.float32 and ext.conv_cpu() is not None:
+    if choice == "auto" and ext.kernels_for(x, weight) is not None:
         return "kernel"
     return "mlx-ops"
 

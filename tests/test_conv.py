@@ -1,4 +1,4 @@
-"""Every CPU convolution path against MLX's own convolutions (and PyTorch), and the BLAS switch."""
+"""The CPU kernels (convolutions on every path, Snake) against MLX's own ops and PyTorch, and the BLAS switch."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_tts import conv, cpu_blas, ext
+from mlx_tts import activations, conv, cpu_blas, ext
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def assert_close(y, ref, tol=1e-4):
 
 @pytest.fixture(scope="module")
 def kernel():
-    module = ext.conv_cpu()
+    module = ext.cpu_kernels()
     assert module is not None, "the native convolution kernel did not build (is a C++ compiler installed?)"
     return module
 
@@ -163,6 +163,38 @@ def test_kernel_rejects_bad_operands(kernel):
         kernel.conv1d(x, w, mx.zeros((5,)), 1, 0, 1)
 
 
+def snake_reference(x, alpha):
+    x64, a64 = np.array(x, dtype=np.float64), np.array(alpha, dtype=np.float64)
+    return x64 + np.sin(a64 * x64) ** 2 / a64
+
+
+@pytest.mark.parametrize(
+    "shape, scale",
+    [((1, 14400, 128), 1.0), ((1, 2400, 256), 5.0), ((2, 37, 7), 300.0), ((5, 3), 1e4)],
+)
+def test_snake_kernel_matches_float64(kernel, shape, scale):
+    mx.random.seed(4)
+    x = mx.random.normal(shape) * scale
+    alpha = mx.random.uniform(0.05, 8.0, (shape[-1],))
+    y = np.array(kernel.snake(x, alpha))
+    expected = snake_reference(x, alpha)
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-5 * max(1.0, 1 / 0.05))
+    # The MLX fallback agrees too.
+    np.testing.assert_allclose(np.array(activations._snake_mlx(x, alpha)), expected, rtol=1e-5, atol=2e-4)
+
+
+def test_snake_dispatch(kernel):
+    mx.random.seed(5)
+    x = mx.random.normal((1, 64, 16)).swapaxes(1, 2)  # not contiguous: the kernel copies it first
+    alpha = mx.random.uniform(0.5, 2.0, (64,))
+    np.testing.assert_allclose(np.array(activations.snake(x, alpha)), snake_reference(x, alpha), rtol=1e-5, atol=1e-5)
+    half = activations.snake(x.astype(mx.float16), alpha.astype(mx.float16))
+    assert half.dtype == mx.float16
+    np.testing.assert_allclose(np.array(half.astype(mx.float32)), snake_reference(x, alpha), rtol=1e-2, atol=2e-2)
+    with pytest.raises(ValueError, match="alpha"):
+        kernel.snake(x, alpha[:5])
+
+
 def test_mlx_ops_path_rejects_short_input():
     x, w, _ = random_operands(4, 4, 4, 3)
     with pytest.raises(ValueError, match="too short"):
@@ -171,11 +203,11 @@ def test_mlx_ops_path_rejects_short_input():
 
 def test_extension_switch_off_falls_back(monkeypatch):
     monkeypatch.setattr(ext, "_tried", False)
-    monkeypatch.setattr(ext, "_conv_cpu", None)
+    monkeypatch.setattr(ext, "_cpu_kernels", None)
     monkeypatch.setenv("MLX_TTS_EXT", "off")
     monkeypatch.setenv("MLX_TTS_CONV", "auto")
     x, w, b = random_operands(50, 8, 8, 3)
-    assert ext.conv_cpu() is None
+    assert ext.cpu_kernels() is None
     assert conv._cpu_path(x, w, groups=1) == "mlx-ops"
     assert_close(conv.conv1d(x, w, b, padding=1), reference(False, x, w, b, 1, 1, 1))
 
@@ -212,7 +244,7 @@ BLAS_PROBE = textwrap.dedent(
     a, b = rng.standard_normal((300, 500), dtype=np.float32), rng.standard_normal((500, 200), dtype=np.float32)
     product = np.array(mx.array(a) @ mx.array(b))
     x, w = mx.array(rng.standard_normal((1, 400, 32), dtype=np.float32)), mx.array(rng.standard_normal((24, 7, 32), dtype=np.float32))
-    conv_err = mx.abs(ext.conv_cpu().conv1d(x, w, None, 1, 9, 3) - mx.conv1d(x, w, padding=9, dilation=3)).max().item()
+    conv_err = mx.abs(ext.cpu_kernels().conv1d(x, w, None, 1, 9, 3) - mx.conv1d(x, w, padding=9, dilation=3)).max().item()
     exact = a.astype(np.float64) @ b.astype(np.float64)
     np.save(sys.argv[1], product)
     print(json.dumps({"active": active, "matmul_err": float(np.abs(product - exact).max()), "conv_err": conv_err}))

@@ -1,8 +1,9 @@
 """Native CPU kernels for MLX, shipped as source and compiled on first use (see `build.py`).
 
-`conv_cpu()` returns the `_conv_cpu` module (`conv_cpu.cpp`: MLX primitives for conv1d and
-conv_transpose1d), or None when it can't be built; callers then use MLX-op implementations. Set
-`MLX_TTS_EXT=off` to never build or load it. The module links to the installed libmlx and shares nanobind
+`cpu_kernels()` returns the `_cpu_kernels` module (MLX primitives with their own multithreaded CPU code:
+`conv1d` and `conv_transpose1d` in `conv.cpp`, `snake` in `snake.cpp`; see `kernels.h`), or None when it
+can't be built; callers then use MLX ops. Set `MLX_TTS_EXT=off` to never build or load it, and
+`MLX_TTS_THREADS` to change its thread count (default: the CPUs this process may use). The module links to the installed libmlx and shares nanobind
 type information with `mlx.core`, so it is built against the nanobind version MLX itself was built with
 (a requirement on Linux) and in MLX's nanobind domain.
 """
@@ -19,24 +20,35 @@ from .build import BuildError, build_library
 logger = logging.getLogger("mlx_tts")
 
 _HERE = Path(__file__).resolve().parent
-_conv_cpu = None
+_SOURCES = ("conv.cpp", "snake.cpp", "parallel.cpp", "bindings.cpp")
+_HEADERS = ("kernels.h", "parallel.h")
+_cpu_kernels = None
 _tried = False
 
 
-def conv_cpu():
-    """The compiled convolution module, built once per machine; None if disabled or unbuildable."""
-    global _conv_cpu, _tried
+def cpu_kernels():
+    """The compiled kernel module, built once per machine; None if disabled or unbuildable."""
+    global _cpu_kernels, _tried
     if not _tried:
         _tried = True
         if os.environ.get("MLX_TTS_EXT", "on").strip().lower() != "off":
             try:
-                _conv_cpu = _load("_conv_cpu", _build_conv_cpu())
+                _cpu_kernels = _load("_cpu_kernels", _build_cpu_kernels())
             except (BuildError, ImportError, OSError) as e:
-                logger.warning("native CPU convolutions unavailable, using MLX ops instead: %s", e)
-    return _conv_cpu
+                logger.warning("native CPU kernels unavailable, using MLX ops instead: %s", e)
+    return _cpu_kernels
 
 
-def _build_conv_cpu() -> Path:
+def kernels_for(*arrays):
+    """`cpu_kernels()` when the default device is the CPU and every array is float32, else None."""
+    import mlx.core as mx
+
+    if mx.default_device() != mx.cpu or any(a.dtype != mx.float32 for a in arrays):
+        return None
+    return cpu_kernels()
+
+
+def _build_cpu_kernels() -> Path:
     try:
         import nanobind
     except ImportError as e:
@@ -59,14 +71,15 @@ def _build_conv_cpu() -> Path:
         "-ldl",
         f"-Wl,-rpath,{mlx_dir / 'lib'}",
     ]
-    sources = [_HERE / "conv_cpu.cpp", Path(nanobind.source_dir()) / "nb_combined.cpp"]
+    sources = [_HERE / name for name in _SOURCES] + [Path(nanobind.source_dir()) / "nb_combined.cpp"]
+    headers = tuple((_HERE / name).read_text() for name in _HEADERS)
     return build_library(
-        "conv_cpu",
+        "cpu_kernels",
         sources,
         args,
         language="c++",
         suffix=sysconfig.get_config_var("EXT_SUFFIX"),
-        depends_on=(importlib.metadata.version("mlx"), nanobind.__version__),
+        depends_on=(importlib.metadata.version("mlx"), nanobind.__version__, *headers),
     )
 
 

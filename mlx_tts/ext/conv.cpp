@@ -1,44 +1,36 @@
 // Direct CPU convolutions for MLX: each kernel tap is one strided GEMM that accumulates into the output.
 //
-// conv1d:            y[t]               += x[t * stride - padding + k * dilation] @ W[:, k, :]^T
-// conv_transpose1d:  y[t * stride - padding + k] += x[t] @ W[:, k, :]^T
+// conv1d:            y[t]                         += x[t * stride - padding + k * dilation] @ W[:, k, :]^T
+// conv_transpose1d:  y[t * stride - padding + k]  += x[t] @ W[:, k, :]^T
 //
-// Both read the input, the weight ([C_out, K, C_in], MLX layout) and write the output in place through
+// Both read the input and the weight ([C_out, K, C_in], MLX layout) and write the output in place through
 // BLAS leading dimensions, so there is no im2col buffer, no zero insertion and no overlap-add pass.
 // The output rows are split over threads, and each thread's rows are processed in blocks that stay in
 // cache while all taps accumulate into them.
 // cblas_sgemm binds at load time to the first library in the global scope that exports it: the optimized
 // BLAS that mlx_tts.cpu_blas loaded, else the reference BLAS that the mlx-cpu wheel bundles.
 
-#include <dlfcn.h>
-#include <sched.h>
-
 #include <algorithm>
-#include <cstdlib>
-#include <functional>
-#include <optional>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
-#include <vector>
+#include <string>
 
-#include <nanobind/nanobind.h>
-#include <nanobind/stl/optional.h>
-
+#include "kernels.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
+#include "parallel.h"
 
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc);
 
-namespace mx = mlx::core;
-namespace nb = nanobind;
+namespace mlx_tts {
 
 namespace {
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+// Output rows per cache block: 512 rows x 256 channels x 4 bytes = 512 KiB, half of a core's L2.
 constexpr int kBlockElements = 512 * 256;
 // Below this many output rows per thread, a thread costs more than it saves.
 constexpr int kMinRowsPerThread = 32;
@@ -53,6 +45,10 @@ int floor_div(int a, int b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
+struct ConvShape {
+  int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
+};
+
 void fill_rows(float* y, const float* bias, int rows, int channels) {
   for (int r = 0; r < rows; ++r) {
     float* row = y + static_cast<size_t>(r) * channels;
@@ -64,20 +60,11 @@ void fill_rows(float* y, const float* bias, int rows, int channels) {
   }
 }
 
-struct ConvShape {
-  int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
-};
-
-// Output rows per cache block: 512 rows x 256 channels x 4 bytes = 512 KiB, half of a core's L2.
-int block_rows(int c_out) {
-  return std::max(16, kBlockElements / std::max(c_out, 1));
-}
-
 // Computes output rows [r0, r1) of one batch item: cache-sized blocks, each initialized with the bias, then
 // one strided GEMM per tap accumulating into it.
 void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias, float* y,
                int r0, int r1) {
-  const int rows_per_block = block_rows(s.c_out);
+  const int rows_per_block = std::max(16, kBlockElements / s.c_out);
   for (int b0 = r0; b0 < r1; b0 += rows_per_block) {
     const int b1 = std::min(r1, b0 + rows_per_block);
     fill_rows(y + static_cast<size_t>(b0) * s.c_out, bias, b1 - b0, s.c_out);
@@ -109,69 +96,6 @@ void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* 
   }
 }
 
-// OpenBLAS's thread count, looked up at run time: present when an OpenBLAS was loaded globally. A
-// multithreaded BLAS called from several threads at once would oversubscribe the cores.
-struct BlasThreads {
-  int (*get)() = nullptr;
-  void (*set)(int) = nullptr;
-};
-
-const BlasThreads& blas_threads() {
-  static const BlasThreads threads = [] {
-    BlasThreads t;
-    t.get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-    t.set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-    if (!t.get || !t.set) {
-      t = BlasThreads{};
-    }
-    return t;
-  }();
-  return threads;
-}
-
-// Threads for one convolution: $MLX_TTS_THREADS, else the CPUs this process may run on.
-int worker_count() {
-  static const int count = [] {
-    if (const char* env = std::getenv("MLX_TTS_THREADS")) {
-      if (int n = std::atoi(env); n > 0) {
-        return n;
-      }
-    }
-    cpu_set_t set;
-    return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-  }();
-  return count;
-}
-
-// Splits each batch item's output rows over the worker threads, each calling the BLAS single-threaded:
-// one fork/join per convolution instead of one per GEMM, which matters on a busy machine.
-void conv_parallel(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias,
-                   float* y) {
-  const int threads = std::clamp(s.t_out / kMinRowsPerThread, 1, worker_count());
-  const BlasThreads& blas = blas_threads();
-  const int blas_threads_before = blas.get ? blas.get() : 1;
-  if (threads > 1 && blas_threads_before > 1) {
-    blas.set(1);
-  }
-  for (int b = 0; b < s.batch; ++b) {
-    const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
-    float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
-    const int chunk = (s.t_out + threads - 1) / threads;
-    std::vector<std::thread> workers;
-    for (int i = 1; i < threads; ++i) {
-      workers.emplace_back(conv_rows, std::cref(s), transpose, xb, w, bias, yb, i * chunk,
-                           std::min(s.t_out, (i + 1) * chunk));
-    }
-    conv_rows(s, transpose, xb, w, bias, yb, 0, std::min(s.t_out, chunk));
-    for (auto& worker : workers) {
-      worker.join();
-    }
-  }
-  if (threads > 1 && blas_threads_before > 1) {
-    blas.set(blas_threads_before);
-  }
-}
-
 class TapConv : public mx::Primitive {
  public:
   TapConv(mx::Stream stream, bool transpose, int stride, int padding, int dilation)
@@ -182,20 +106,27 @@ class TapConv : public mx::Primitive {
     const mx::array& w = inputs[1];
     mx::array& y = outputs[0];
     y.set_data(mx::allocator::malloc(y.nbytes()));
-    ConvShape s{x.shape(0), x.shape(1), x.shape(2), y.shape(1), y.shape(2), w.shape(1), stride_, padding_,
-                dilation_};
+    const ConvShape s{x.shape(0), x.shape(1), x.shape(2), y.shape(1), y.shape(2), w.shape(1),
+                      stride_,    padding_,   dilation_};
     auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& a : inputs) {
+    for (const auto& a : inputs) {
       encoder.set_input_array(a);
     }
     encoder.set_output_array(y);
     const float* bias = inputs.size() > 2 ? inputs[2].data<float>() : nullptr;
     encoder.dispatch([s, transpose = transpose_, x = x.data<float>(), w = w.data<float>(), bias,
-                      y = y.data<float>()]() { conv_parallel(s, transpose, x, w, bias, y); });
+                      y = y.data<float>()]() {
+      for (int b = 0; b < s.batch; ++b) {
+        const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
+        float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
+        parallel_for(s.t_out, kMinRowsPerThread,
+                     [&](int r0, int r1) { conv_rows(s, transpose, xb, w, bias, yb, r0, r1); });
+      }
+    });
   }
 
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts tap convolution runs on the CPU only");
+    throw std::runtime_error("mlx_tts convolution kernels run on the CPU only");
   }
 
   const char* name() const override {
@@ -203,7 +134,7 @@ class TapConv : public mx::Primitive {
   }
 
   bool is_equivalent(const mx::Primitive& other) const override {
-    auto& o = static_cast<const TapConv&>(other);
+    const auto& o = static_cast<const TapConv&>(other);
     return transpose_ == o.transpose_ && stride_ == o.stride_ && padding_ == o.padding_ &&
            dilation_ == o.dilation_;
   }
@@ -214,9 +145,7 @@ class TapConv : public mx::Primitive {
 };
 
 void check_operands(const char* op, const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias) {
-  auto fail = [op](const std::string& what) {
-    throw std::invalid_argument(std::string(op) + ": " + what);
-  };
+  auto fail = [op](const std::string& what) { throw std::invalid_argument(std::string(op) + ": " + what); };
   if (x.ndim() != 3 || w.ndim() != 3) {
     fail("expected x [B, T, C_in] and weight [C_out, K, C_in]");
   }
@@ -247,27 +176,21 @@ mx::array make_conv(bool transpose, const mx::array& x, const mx::array& w, cons
                    std::make_shared<TapConv>(stream, transpose, stride, padding, dilation), std::move(inputs));
 }
 
+}  // namespace
+
 mx::array conv1d(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias, int stride,
                  int padding, int dilation) {
   check_operands("conv1d", x, w, bias);
-  int t_out = (x.shape(1) + 2 * padding - dilation * (w.shape(1) - 1) - 1) / stride + 1;
+  const int span = x.shape(1) + 2 * padding - dilation * (w.shape(1) - 1) - 1;  // < 0: shorter than the kernel
+  const int t_out = span < 0 ? 0 : span / stride + 1;
   return make_conv(false, x, w, bias, t_out, stride, padding, dilation);
 }
 
 mx::array conv_transpose1d(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias,
                            int stride, int padding, int output_padding) {
   check_operands("conv_transpose1d", x, w, bias);
-  int t_out = (x.shape(1) - 1) * stride - 2 * padding + w.shape(1) + output_padding;
+  const int t_out = (x.shape(1) - 1) * stride - 2 * padding + w.shape(1) + output_padding;
   return make_conv(true, x, w, bias, t_out, stride, padding, 1);
 }
 
-}  // namespace
-
-NB_MODULE(_conv_cpu, m) {
-  using namespace nb::literals;
-  m.def("conv1d", &conv1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a, "padding"_a, "dilation"_a,
-        "1-D convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");
-  m.def("conv_transpose1d", &conv_transpose1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a, "padding"_a,
-        "output_padding"_a,
-        "1-D transposed convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");
-}
+}  // namespace mlx_tts

@@ -1,0 +1,19 @@
+// Python bindings of the CPU kernels. Built in MLX's nanobind domain so that mlx.core.array passes through.
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+
+#include "kernels.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+NB_MODULE(_cpu_kernels, m) {
+  m.def("conv1d", &mlx_tts::conv1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a, "padding"_a, "dilation"_a,
+        "1-D convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");
+  m.def("conv_transpose1d", &mlx_tts::conv_transpose1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a,
+        "padding"_a, "output_padding"_a,
+        "1-D transposed convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");
+  m.def("snake", &mlx_tts::snake, "x"_a, "alpha"_a,
+        "Snake activation x + sin(alpha * x)^2 / alpha (float32, alpha over the last axis) on the CPU stream.");
+}
