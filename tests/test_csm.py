@@ -14,7 +14,7 @@ from mlx_tts.models.csm.llama import LlamaArgs, rope_periods
 from mlx_tts.models.csm.model import FLAVORS
 from mlx_tts.utils import load_model
 from tiny_csm import (
-    MIMI_CONFIG, SUPPRESS, csm_config_dict, kyutai_state_dict, make_tokenizer, original_csm_state_dict,
+    SUPPRESS, csm_config_dict, kyutai_state_dict, make_tokenizer, original_csm_state_dict,
     original_flavors, speech_like, tiny_mlx_csm_folder,
 )
 
@@ -244,6 +244,20 @@ def test_frames():
 
 
 # ---- model and pipeline on a random tiny model ----
+
+def test_cached_context_gives_the_same_frames(model, pipeline):
+    """A context run through the backbone once (`cache_prompt`) and reused, unchanged, by several calls."""
+    codes = np.array(model.codec.encode(speech_like(1.2))[0])
+    context = segment_frames(pipeline.tokenizer.encode("hello world", 0), codes, 32)
+    text = segment_frames(pipeline.tokenizer.encode("how are you", 0), None, 32)
+    whole = [mx.array(a)[None] for a in prompt_frames([context, text])]
+    greedy = csm.make_sampler(temperature=0)
+    expected = np.array(list(model.generate(*whole, 8, greedy)))
+    cache = model.cache_prompt(*[mx.array(a)[None] for a in context])
+    for _ in range(2):
+        got = np.array(list(model.generate(*[mx.array(a)[None] for a in text], 8, greedy, context=cache)))
+        np.testing.assert_array_equal(got, expected)
+    assert cache[0].offset == len(context[0])
 
 def test_overflowing_prompt_is_refused_before_any_work(model, pipeline, monkeypatch):
     def no_work(*args):

@@ -3,6 +3,7 @@
 import json
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
@@ -134,6 +135,23 @@ def test_convert_folder_loads_strictly(reference, tmp_path):
     ours = dict(tree_flatten(model.parameters()))
     for key, value in tree_flatten(loaded.parameters()):
         np.testing.assert_array_equal(np.array(value), np.array(ours[key]), err_msg=key)
+
+
+@pytest.mark.parametrize("kind", ["4bit", "bfloat16"])
+def test_linear_expands_low_precision_weights_for_many_positions(kind):
+    from mlx_tts.models.mimi.transformer import EXPAND_MIN_POSITIONS, linear
+
+    layer = nn.Linear(64, 96)
+    if kind == "4bit":
+        layer = layer.to_quantized(group_size=32, bits=4)
+    else:
+        layer.set_dtype(mx.bfloat16)
+    for positions in (1, EXPAND_MIN_POSITIONS, 40):
+        x = mx.random.normal((2, positions, 64), key=mx.random.key(positions)).astype(layer.bias.dtype)
+        got, expected = linear(layer, x), layer(x)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_allclose(np.array(got.astype(mx.float32)), np.array(expected.astype(mx.float32)),
+                                   atol=3e-2 if kind == "bfloat16" else 1e-4)
 
 
 def test_unknown_weights_are_refused(random_model):

@@ -137,7 +137,11 @@ def _check_against_model(weights: dict, args: ModelArgs, source):
     expected = {k: v.shape for k, v in tree_flatten(Model(args).parameters())}
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
-    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(s)}" for k, s in expected.items() if k in weights and weights[k].shape != s]
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(s)}"
+        for k, s in expected.items()
+        if k in weights and weights[k].shape != s
+    ]
     if missing or extra or wrong:
         parts = [
             f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"

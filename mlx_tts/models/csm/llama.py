@@ -11,6 +11,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ..mimi.transformer import linear
+
 
 @dataclass
 class LlamaArgs:
@@ -79,6 +81,14 @@ class KVCache:
         """Forget the positions but keep the buffers."""
         self.offset = 0
 
+    def fork(self) -> "KVCache":
+        """A cache that continues from this one's positions; updating it leaves this one unchanged."""
+        other = KVCache(self.step)
+        if self.keys is not None:  # a view of exactly `offset` positions: the fork's first update re-allocates
+            other.keys, other.values = self.keys[:, :, : self.offset], self.values[:, :, : self.offset]
+        other.offset = self.offset
+        return other
+
 
 class Attention(nn.Module):
     def __init__(self, args: LlamaArgs):
@@ -94,9 +104,9 @@ class Attention(nn.Module):
 
     def __call__(self, x, cache: KVCache):
         B, T, _ = x.shape
-        q = self.q_proj(x).reshape(B, T, self.heads, -1).transpose(0, 2, 1, 3)
-        k = self.k_proj(x).reshape(B, T, self.kv_heads, -1).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(B, T, self.kv_heads, -1).transpose(0, 2, 1, 3)
+        q = linear(self.q_proj, x).reshape(B, T, self.heads, -1).transpose(0, 2, 1, 3)
+        k = linear(self.k_proj, x).reshape(B, T, self.kv_heads, -1).transpose(0, 2, 1, 3)
+        v = linear(self.v_proj, x).reshape(B, T, self.kv_heads, -1).transpose(0, 2, 1, 3)
         rope = dict(traditional=False, base=None, scale=1.0, offset=cache.offset, freqs=self._rope_periods)
         q = mx.fast.rope(q, self.head_dim, **rope)
         k = mx.fast.rope(k, self.head_dim, **rope)
@@ -104,7 +114,7 @@ class Attention(nn.Module):
         # "causal" aligns the last query with the last key, which is what a cache continuation needs
         mask = "causal" if T > 1 else None
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
+        return linear(self.o_proj, out.transpose(0, 2, 1, 3).reshape(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -115,7 +125,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dims, bias=False)
 
     def __call__(self, x):
-        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return linear(self.down_proj, nn.silu(linear(self.gate_proj, x)) * linear(self.up_proj, x))
 
 
 class TransformerBlock(nn.Module):

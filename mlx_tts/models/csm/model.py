@@ -170,22 +170,33 @@ class Model(nn.Module):
             x = self.audio_embeddings(code + i * self.args.audio_vocab_size)[:, None]
         return mx.stack(codes, axis=1)
 
-    def generate(self, tokens: mx.array, mask: mx.array, max_frames: int, sampler):
+    def cache_prompt(self, tokens: mx.array, mask: mx.array) -> list:
+        """A backbone cache holding these prompt positions (tokens, mask: [B, S, codebooks + 1]), computed
+        now: a context shared by several `generate` calls is run through the backbone once."""
+        self.check_fits(tokens.shape[1], 0)
+        cache = self.backbone.make_cache()
+        self.backbone(self.embed_frames(tokens, mask), cache)
+        mx.eval([(c.keys, c.values) for c in cache])
+        return cache
+
+    def generate(self, tokens: mx.array, mask: mx.array, max_frames: int, sampler, context: list = None):
         """Frames of codes [B, codebooks] after the prompt (tokens, mask: [B, S, codebooks + 1]), one at a
         time, until the model emits an all-zero (end of audio) frame or `max_frames` frames are out.
+        `context` (from `cache_prompt`, left unchanged) holds positions that come before `tokens`.
         A prompt that can't fit is refused here, before any work."""
-        self.check_fits(tokens.shape[1], max_frames)
-        return self._frames(tokens, mask, max_frames, sampler)
+        offset = context[0].offset if context else 0
+        self.check_fits(offset + tokens.shape[1], max_frames)
+        cache = [c.fork() for c in context] if context else self.backbone.make_cache()
+        return self._frames(tokens, mask, max_frames, sampler, cache)
 
-    def _frames(self, tokens, mask, max_frames, sampler):
-        cache = self.backbone.make_cache()
+    def _frames(self, tokens, mask, max_frames, sampler, cache):
         decoder_cache = self.decoder.make_cache(step=self.args.audio_num_codebooks + 1)
         hidden = self.backbone(self.embed_frames(tokens, mask), cache)[:, -1]
-        for i in range(max_frames):
-            if i:
-                hidden = self.backbone(self.embed_codes(frame), cache)[:, -1]
+        for _ in range(max_frames):
             frame = self.decode_frame(hidden, sampler, decoder_cache)
             mx.eval(frame)
             if not frame.any().item():
                 return
             yield frame
+            # lazy: after the last frame this graph is never evaluated, so it costs nothing
+            hidden = self.backbone(self.embed_codes(frame), cache)[:, -1]

@@ -48,15 +48,34 @@ class CSMPipeline:
         self.repo_id = repo_id
         if tokenizer is None:
             if getattr(model, "path", None) is None:
-                raise ValueError("this CSM model has no folder (model.path) to read tokenizer.json from; pass tokenizer=")
+                raise ValueError("this CSM model has no folder (model.path) with a tokenizer.json; pass tokenizer=")
             tokenizer = model.path
         self.tokenizer = tokenizer if isinstance(tokenizer, TextTokenizer) else TextTokenizer(tokenizer)
         self.sample_rate = model.sample_rate
         self._codes = {}  # reference audio digest -> Mimi codes, so a reused clip is encoded once
 
-    def generate(self, text: str, **kwargs) -> np.ndarray:
-        """The whole audio (float32, 24 kHz) of `text`; takes the same arguments as `stream`."""
-        chunks = list(self.stream(text, **kwargs))
+    def generate(
+        self,
+        text: str,
+        ref_audio=None,
+        ref_text: str = None,
+        speaker: int = 0,
+        context: list = None,
+        speed: float = 1.0,
+        temperature: float = 0.9,
+        top_k: int = 50,
+        top_p: float = None,
+        min_p: float = None,
+        seed: int = None,
+        max_audio_length_ms: float = 10000,
+        progress=None,
+    ) -> np.ndarray:
+        """The whole audio (float32 mono, 24 kHz) of `text`; the arguments are those of `stream`."""
+        chunks = list(self.stream(
+            text, ref_audio=ref_audio, ref_text=ref_text, speaker=speaker, context=context, speed=speed,
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed,
+            max_audio_length_ms=max_audio_length_ms, progress=progress,
+        ))
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def stream(
@@ -106,18 +125,25 @@ class CSMPipeline:
 
         sentences = [self.tokenizer.encode(s, speaker) for s in split_sentences(text)]
         frame_size = self.model.codec.args.frame_size
-        context_len = sum(len(self.tokenizer.encode(t, s)) + audio_frame_count(len(a), frame_size) for t, s, a in turns)
+        context_len = sum(
+            len(self.tokenizer.encode(t, s)) + audio_frame_count(len(a), frame_size) for t, s, a in turns
+        )
         for ids in sentences:  # fail before any work if one sentence's prompt can't fit
             self.model.check_fits(context_len + len(ids), max_frames)
 
         num_codebooks = self.model.args.audio_num_codebooks
-        context = [segment_frames(self.tokenizer.encode(t, s), self._encode(a), num_codebooks) for t, s, a in turns]
+        context = None
+        if turns:  # the context is the same for every sentence: through the backbone once
+            frames = [segment_frames(self.tokenizer.encode(t, s), self._encode(a), num_codebooks) for t, s, a in turns]
+            tokens, mask = prompt_frames(frames)
+            context = self.model.cache_prompt(mx.array(tokens)[None], mx.array(mask)[None])
         total, done = max_frames * len(sentences), 0
         for ids in sentences:
-            tokens, mask = prompt_frames(context + [segment_frames(ids, None, num_codebooks)])
+            tokens, mask = segment_frames(ids, None, num_codebooks)
             decoder = StreamingDecoder(self.model.codec)
             pending, sentence_audio, produced = [], [], 0
-            for frame in self.model.generate(mx.array(tokens)[None], mx.array(mask)[None], max_frames, sampler):
+            frames = self.model.generate(mx.array(tokens)[None], mx.array(mask)[None], max_frames, sampler, context)
+            for frame in frames:
                 pending.append(frame)
                 produced += 1
                 done += 1
@@ -149,7 +175,9 @@ class CSMPipeline:
                 raise ValueError(f"{name}: unknown fields {sorted(unknown)}; a segment has text, speaker, audio")
             segment = Segment(**segment)
         if not isinstance(segment, Segment):
-            raise ValueError(f"{name}: expected a Segment or a dict with text, speaker, audio, got {type(segment).__name__}")
+            raise ValueError(
+                f"{name}: expected a Segment or a dict with text, speaker, audio, got {type(segment).__name__}"
+            )
         if not segment.text or not segment.text.strip():
             raise ValueError(f"{name}: the segment has no text (the transcript of its audio)")
         if segment.audio is None:
