@@ -32,8 +32,12 @@ namespace {
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 // Output rows per cache block: 512 rows x 256 channels x 4 bytes = 512 KiB, half of a core's L2.
 constexpr int kBlockElements = 512 * 256;
-// Below this many output rows per thread, a thread costs more than it saves.
-constexpr int kMinRowsPerThread = 32;
+// Fewer output rows than this per chunk of work cost more in thread handoff than they save.
+constexpr int kMinRowsPerChunk = 32;
+
+int block_rows(int c_out) {
+  return std::max(16, kBlockElements / c_out);
+}
 
 // ceil(a / b) for b > 0 and any sign of a.
 int ceil_div(int a, int b) {
@@ -64,7 +68,7 @@ void fill_rows(float* y, const float* bias, int rows, int channels) {
 // one strided GEMM per tap accumulating into it.
 void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias, float* y,
                int r0, int r1) {
-  const int rows_per_block = std::max(16, kBlockElements / s.c_out);
+  const int rows_per_block = block_rows(s.c_out);
   for (int b0 = r0; b0 < r1; b0 += rows_per_block) {
     const int b1 = std::min(r1, b0 + rows_per_block);
     fill_rows(y + static_cast<size_t>(b0) * s.c_out, bias, b1 - b0, s.c_out);
@@ -119,7 +123,7 @@ class TapConv : public mx::Primitive {
       for (int b = 0; b < s.batch; ++b) {
         const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
         float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
-        parallel_for(s.t_out, kMinRowsPerThread,
+        parallel_for(s.t_out, kMinRowsPerChunk, block_rows(s.c_out),
                      [&](int r0, int r1) { conv_rows(s, transpose, xb, w, bias, yb, r0, r1); });
       }
     });

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -11,32 +12,39 @@ namespace mlx_tts {
 // $MLX_TTS_THREADS, else the number of CPUs in this process's affinity mask.
 int worker_count();
 
-// Runs body(begin, end) over [0, n) split into at most worker_count() contiguous ranges of at least
-// min_per_thread items, the first on the calling thread. While it runs, a multithreaded OpenBLAS is set to
-// one thread: BLAS calls from several threads at once would oversubscribe the cores.
-template <class Body>
-void parallel_for(int n, int min_per_thread, Body&& body);
-
+// Sets a multithreaded OpenBLAS to one thread (true) and back to its previous count (false).
 void set_blas_single_threaded(bool single);
 
+// Runs body(begin, end) over [0, n) in chunks of about n / (4 * threads) items, but at least min_chunk and at
+// most max_chunk, on up to worker_count() threads (the calling thread is one) that take the next chunk
+// as they finish one: on a machine shared with other work, a thread that gets less CPU time does less.
+// While it runs, a multithreaded OpenBLAS is set to one thread: BLAS calls from several threads at once
+// would oversubscribe the cores.
 template <class Body>
-void parallel_for(int n, int min_per_thread, Body&& body) {
-  const int threads = std::clamp(n / std::max(min_per_thread, 1), 1, worker_count());
-  if (threads == 1) {
+void parallel_for(int n, int min_chunk, int max_chunk, Body&& body) {
+  const int workers = worker_count();
+  const int chunk = std::clamp((n + 4 * workers - 1) / (4 * workers), std::max(min_chunk, 1),
+                               std::max(max_chunk, min_chunk));
+  const int threads = std::min(workers, (n + chunk - 1) / chunk);
+  if (threads <= 1) {
     body(0, n);
     return;
   }
+  std::atomic<int> next{0};
+  auto work = [&] {
+    for (int begin = next.fetch_add(chunk); begin < n; begin = next.fetch_add(chunk)) {
+      body(begin, std::min(n, begin + chunk));
+    }
+  };
   set_blas_single_threaded(true);
-  const int chunk = (n + threads - 1) / threads;
-  std::vector<std::thread> workers;
+  std::vector<std::thread> helpers;
   for (int i = 1; i < threads; ++i) {
-    workers.emplace_back([&body, i, chunk, n] { body(i * chunk, std::min(n, (i + 1) * chunk)); });
+    helpers.emplace_back(work);
   }
-  body(0, std::min(n, chunk));
-  for (auto& worker : workers) {
-    worker.join();
+  work();
+  for (auto& helper : helpers) {
+    helper.join();
   }
   set_blas_single_threaded(false);
 }
-
 }  // namespace mlx_tts

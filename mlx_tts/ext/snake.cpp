@@ -22,7 +22,9 @@ namespace {
 constexpr double kPi = 3.14159265358979323846;
 // Adding and subtracting 1.5 * 2^52 rounds a double to the nearest integer (for |v| < 2^51), in SIMD.
 constexpr double kRoundMagic = 6755399441055744.0;
-constexpr int kMinElementsPerThread = 1 << 15;
+// Elements per chunk of work: enough to outweigh the handoff, few enough to balance the threads.
+constexpr int kMinChunkElements = 1 << 14;
+constexpr int kMaxChunkElements = 1 << 17;
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MLX_TTS_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
@@ -68,8 +70,8 @@ class Snake : public mx::Primitive {
       for (int c = 0; c < channels; ++c) {
         inv_alpha[c] = 1.0f / alpha[c];
       }
-      const int min_rows = std::max(1, kMinElementsPerThread / channels);
-      parallel_for(static_cast<int>(rows), min_rows, [&](int r0, int r1) {
+      parallel_for(static_cast<int>(rows), kMinChunkElements / channels, kMaxChunkElements / channels,
+                   [&](int r0, int r1) {
         const size_t offset = static_cast<size_t>(r0) * channels;
         snake_rows(x + offset, alpha, inv_alpha.data(), y + offset, r1 - r0, channels);
       });
