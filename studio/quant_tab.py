@@ -1,0 +1,158 @@
+"""Quantization workbench: quantize a model in process and measure what it costs against full precision on
+the same text, voice and seed: size, memory, load time, speed, and how far the audio moves."""
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from mlx_tts.quantize import RECIPES, VALID_BITS, VALID_GROUP_SIZES
+
+from .engine import Quantization, ui_errors
+from .kokoro_tab import PLAIN_PLAYER, language_choices, language_update, voice_choices, voice_label, voice_language
+
+TABLE_HEADERS = ["measure", "full precision", "quantized"]
+HISTORY_COLUMNS = ["bits", "log-mel distance (dB)", "group size", "recipe"]
+# Colour stops for the spectrogram image, dark (quiet) to bright (loud).
+COLOURS = np.array([[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64], [240, 249, 33]], np.float32)
+
+
+def comparison_table(result: dict) -> list:
+    def both(key, digits):
+        return [round(result[f"{key}_reference"], digits), round(result[f"{key}_candidate"], digits)]
+
+    return [
+        ["size on disk (MB)"] + both("disk_mb", 1),
+        ["parameters in memory (MB)"] + both("memory_mb", 1),
+        ["load time (s)"] + both("load_s", 2),
+        ["real-time factor"] + [round(result["rtf_reference"], 3), round(result["rtf_candidate"], 3)],
+        ["peak memory during the take (MB, MLX)"] + both("peak_memory_mb", 0),
+    ]
+
+
+def quality_markdown(result: dict, quantization: Quantization) -> str:
+    lines = [
+        f"**{quantization}** against full precision, same text, voice and seed:",
+        f"- log-mel distance: **{result['log_mel_distance_db']:.2f} dB** (mean absolute difference of the spectra; "
+        "0 is identical)",
+        f"- waveform SNR: **{result['snr_db']:.1f} dB** (takes drift apart in phase, so this falls fast; "
+        "the log-mel distance is the better guide to what you hear)",
+        f"- length: quantized take is {result['length_ratio']:.3f}× the full-precision one",
+    ]
+    if "durations" in result:
+        d = result["durations"]
+        lines.append(f"- phoneme durations: {d['tokens_equal']:.0%} identical ({d['frames_candidate']} frames "
+                     f"against {d['frames_reference']})")
+    kept = result["kept_full_precision"]
+    if kept:
+        lines.append(f"- kept in full precision (layers the recipe or the group size excludes, {len(kept)}): "
+                     + ", ".join(f"`{k}`" for k in kept[:12]) + (" …" if len(kept) > 12 else ""))
+    return "\n".join(lines)
+
+
+def spectrogram_image(log_mels: dict, width=720, dynamic_range_db=80.0) -> np.ndarray:
+    """Full precision (top), quantized (middle) and their absolute difference (bottom) as one RGB image,
+    time stretched to `width` pixels, low frequencies at the bottom."""
+    reference, candidate = log_mels["reference"], log_mels["candidate"]
+    n = min(len(reference), len(candidate))
+    columns = np.linspace(0, n - 1, width).round().astype(int)
+    top = reference.max()
+    panels = [
+        (reference[columns] - top) / dynamic_range_db + 1,
+        (candidate[columns] - top) / dynamic_range_db + 1,
+        np.abs(reference[columns] - candidate[columns]) / 20,  # 20 dB of difference is full brightness
+    ]
+    rows = []
+    for values in panels:
+        position = np.clip(values.T[::-1], 0, 1) * (len(COLOURS) - 1)
+        low = np.floor(position).astype(int).clip(0, len(COLOURS) - 2)
+        weight = (position - low)[..., None]
+        panel = COLOURS[low] * (1 - weight) + COLOURS[low + 1] * weight
+        rows += [np.repeat(panel, 2, axis=0), np.full((6, width, 3), 255.0)]  # mel bins are few: 2 px each
+    return np.concatenate(rows[:-1]).astype(np.uint8)
+
+
+def build(engine, default_model: str):
+    try:
+        voices, _ = engine.kokoro_voices(default_model)
+    except gr.Error:
+        voices = []
+    first_voice = voices[0] if voices else None
+
+    with gr.Tab("Quantization workbench", id="quant"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                model = gr.Textbox(label="Model", value=default_model, info="Hugging Face repo id or local folder")
+                with gr.Row():
+                    bits = gr.Dropdown(list(VALID_BITS), value=8, label="Bits")
+                    group_size = gr.Dropdown(list(VALID_GROUP_SIZES), value=64, label="Group size")
+                    recipe = gr.Dropdown(list(RECIPES), value="uniform", label="Recipe",
+                                         info="which layers get which bits")
+            with gr.Column(scale=3):
+                text = gr.Textbox(label="Test text", lines=2,
+                                  value="こんにちは。" if voice_language(first_voice) == "j" else "Hello there.")
+                with gr.Row():
+                    voice = gr.Dropdown([(voice_label(v), v) for v in voices], value=first_voice, label="Voice",
+                                        allow_custom_value=True)
+                    lang = gr.Dropdown(language_choices(), value=voice_language(first_voice) or "a", label="Language")
+                    seed = gr.Number(value=0, precision=0, label="Seed")
+        compare = gr.Button("Quantize and compare", variant="primary", elem_id="quant-compare")
+        with gr.Row():
+            table = gr.Dataframe(headers=TABLE_HEADERS, label="Full precision against quantized", interactive=False)
+            with gr.Column():
+                reference_audio = gr.Audio(label="A: full precision", type="filepath", interactive=False,
+                                           waveform_options=PLAIN_PLAYER, elem_id="quant-reference")
+                candidate_audio = gr.Audio(label="B: quantized", type="filepath", interactive=False,
+                                           waveform_options=PLAIN_PLAYER, elem_id="quant-candidate")
+        measures = gr.Markdown(label="quality measures", elem_id="quant-measures")
+        with gr.Row():
+            spectrograms = gr.Image(label="Log-mel spectrograms: full precision, quantized, |difference|",
+                                    type="numpy", interactive=False)
+            history_plot = gr.ScatterPlot(x="bits", y="log-mel distance (dB)", color="group size",
+                                          label="This session: log-mel distance against bits")
+        history = gr.State([])
+        with gr.Row():
+            destination = gr.Textbox(label="Save the quantized model as a folder", placeholder="./kokoro-8bit",
+                                     value="", scale=3)
+            save = gr.Button("Save", scale=1)
+        saved = gr.Markdown(label="save status")
+
+    @ui_errors
+    def run_comparison(model_id, bits, group_size, recipe, text, voice, lang_code, seed, runs, progress=gr.Progress()):
+        """Quantize, then compare with full precision: table, A/B audio, measures, spectrograms, history plot."""
+        q = Quantization(int(bits), int(group_size), recipe)
+        result = engine.quantize_and_compare(model_id, q, text, voice, lang_code, seed, progress)
+        runs = runs + [[q.bits, round(result["log_mel_distance_db"], 3), str(q.group_size), q.recipe]]
+        return (
+            comparison_table(result),
+            result["files"]["reference"],
+            result["files"]["candidate"],
+            quality_markdown(result, q),
+            spectrogram_image(result["log_mel"]),
+            pd.DataFrame(runs, columns=HISTORY_COLUMNS).sort_values("bits"),
+            runs,
+        )
+
+    @ui_errors
+    def save_folder(model_id, bits, group_size, recipe, folder):
+        """Save the quantized model (quantizing first if needed) as a folder that load_model loads."""
+        path = engine.save_quantized(model_id, Quantization(int(bits), int(group_size), recipe), folder)
+        return (f"Saved to `{path}`. Load it with `load_model({str(path)!r})`, or type the folder in the Kokoro "
+                "tab's Model box.")
+
+    def load_voices(model_id):
+        names, _ = engine.kokoro_voices(model_id)
+        return voice_choices(names)
+
+    engine_queue = dict(concurrency_id="engine", concurrency_limit=1)
+    model.submit(load_voices, model, voice, api_name="quant_voices", **engine_queue)
+    voice.change(language_update, voice, lang, api_name="quant_voice_language",
+                 api_visibility="undocumented", queue=False)
+    compare.click(
+        run_comparison,
+        [model, bits, group_size, recipe, text, voice, lang, seed, history],
+        [table, reference_audio, candidate_audio, measures, spectrograms, history_plot, history],
+        api_name="quant_compare",
+        **engine_queue,
+    )
+    save.click(save_folder, [model, bits, group_size, recipe, destination], saved, api_name="quant_save",
+               **engine_queue)
