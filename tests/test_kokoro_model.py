@@ -10,7 +10,6 @@ noise) the angle flips between +pi and -pi depending on the last bit. The genera
 with identical source features, and the whole decoder by correlation and by error away from the start.
 """
 
-import math
 import tempfile
 from pathlib import Path
 
@@ -208,7 +207,10 @@ def test_sanitize_converts_layouts_and_drops_unused_weights():
         "decoder.generator.noise_convs.0.weight",
         "decoder.generator.resblocks.0.alpha1.0",
     }
-    unit = lambda w: w / np.linalg.norm(w.reshape(len(w), -1), axis=1)[:, None, None]  # noqa: E731
+
+    def unit(w):  # weight norm with g = 1, over all axes but the first
+        return w / np.linalg.norm(w.reshape(len(w), -1), axis=1)[:, None, None]
+
     assert np.allclose(np.array(out["predictor.F0.1.pool.weight"]), unit(pool).transpose(0, 2, 1))
     assert np.allclose(np.array(out["decoder.generator.ups.0.weight"]), unit(ups).transpose(1, 2, 0))
     assert np.array_equal(np.array(out["decoder.generator.noise_convs.0.weight"]), ups.transpose(0, 2, 1))
@@ -432,6 +434,7 @@ def test_mlx_audio_quantized_layout_loads(reference):
 @pytest.mark.reference
 def test_real_weights_match_kmodel():
     import kokoro_reference as kr
+
     from mlx_tts.quality import log_mel_distance
 
     state = kr.recovered_state_dict()

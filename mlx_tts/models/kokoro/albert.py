@@ -35,8 +35,13 @@ class AlbertArgs:
                 raise ValueError(f"plbert.{key} = {plbert[key]}: only one shared ALBERT layer is supported")
         if plbert.get("hidden_act", "gelu_new") not in ACTIVATIONS:
             raise ValueError(f"plbert.hidden_act = {plbert['hidden_act']!r}: supported are {sorted(ACTIVATIONS)}")
-        required = ("hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings",
-                    "num_hidden_layers")
+        required = (
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "num_hidden_layers",
+        )
         missing = [key for key in required if key not in plbert]
         if missing:
             raise ValueError(f"config.json: the plbert section is missing {', '.join(missing)}")

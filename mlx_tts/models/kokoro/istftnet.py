@@ -84,7 +84,10 @@ class SourceModule(nn.Module):
         # reference's upsample-then-average-back gives exactly these values at the F0 rate.
         steps = (f0[..., None] * mx.arange(1, HARMONICS + 1, dtype=f0.dtype)) / SAMPLE_RATE % 1
         # A float64 running sum, as PyTorch's CPU cumsum accumulates: the phase grows large over long inputs.
-        phase = mx.cumsum(steps.astype(mx.float64), axis=1).astype(f0.dtype) * 2 * math.pi * scale
+        # (On the CPU stream: GPUs have no float64.)
+        with mx.stream(mx.cpu):
+            phase = mx.cumsum(steps.astype(mx.float64), axis=1).astype(f0.dtype)
+        phase = phase * 2 * math.pi * scale
         index0, index1, weight0, weight1 = _linear_upsample_weights(f0.shape[1], scale)
         phase = phase[:, index0] * weight0 + phase[:, index1] * weight1
         voiced = mx.repeat(f0 > VOICED_THRESHOLD, scale, axis=1)[..., None]

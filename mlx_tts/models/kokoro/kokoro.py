@@ -8,7 +8,7 @@ curves; the decoder turns the text encoder's frame-level features, both curves a
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -45,7 +45,8 @@ class ModelArgs:
     def from_dict(cls, config: dict) -> "ModelArgs":
         """From Kokoro's config.json; other keys (dim_in, n_mels, dropout, quantization, ...) are ignored."""
         missing = [name for name in cls.__dataclass_fields__ if name not in config]
-        missing += [f"istftnet.{name}" for name in ISTFTNET_FIELDS if name not in config.get("istftnet", {})]
+        if "istftnet" in config:
+            missing += [f"istftnet.{name}" for name in ISTFTNET_FIELDS if name not in config["istftnet"]]
         if missing:
             raise ValueError(f"Kokoro config is missing {', '.join(missing)}")
         args = cls(**{name: config[name] for name in cls.__dataclass_fields__})
@@ -132,7 +133,7 @@ class Model(nn.Module):
         """Shape of the standard normal noise the decoder's harmonic source draws for `n_frames` frames."""
         return (1, n_frames * self.frame_size, HARMONICS)
 
-    def decode(self, asr, f0, n, ref_s, source_noise: Optional[mx.array] = None) -> mx.array:
+    def decode(self, asr, f0, n, ref_s, source_noise: mx.array | None = None) -> mx.array:
         """-> audio [1, frames * frame_size]. `source_noise` (see `source_noise_shape`) makes the output
         independent of mx.random; without it the noise is drawn there."""
         timbre, _ = self._split_style(ref_s)
@@ -140,10 +141,10 @@ class Model(nn.Module):
 
     def __call__(
         self,
-        phonemes: Union[str, mx.array],
+        phonemes: str | mx.array,
         ref_s: mx.array,
         speed: float = 1.0,
-        source_noise: Optional[mx.array] = None,
+        source_noise: mx.array | None = None,
     ) -> ModelOutput:
         """phonemes: a phoneme string or token ids [1, N] (pads included); ref_s: the voice row [1, 256] for
         this length. The audio comes back unevaluated."""
@@ -224,13 +225,11 @@ def _merge_lstm(prefix: str, parts: dict) -> dict:
     missing = [f"{prefix}.{name}" for name in names if name not in parts]
     if missing:
         raise ValueError(f"LSTM weights missing: {', '.join(missing)}")
-    fwd, rev = "", "_reverse"
+    directions = ("", "_reverse")
     return {
-        f"{prefix}.weight_ih": mx.concatenate([parts["weight_ih_l0" + fwd], parts["weight_ih_l0" + rev]]),
-        f"{prefix}.weight_hh": mx.stack([parts["weight_hh_l0" + fwd], parts["weight_hh_l0" + rev]]),
-        f"{prefix}.bias": mx.concatenate(
-            [parts[f"bias_ih_l0{d}"] + parts[f"bias_hh_l0{d}"] for d in (fwd, rev)]
-        ),
+        f"{prefix}.weight_ih": mx.concatenate([parts[f"weight_ih_l0{d}"] for d in directions]),
+        f"{prefix}.weight_hh": mx.stack([parts[f"weight_hh_l0{d}"] for d in directions]),
+        f"{prefix}.bias": mx.concatenate([parts[f"bias_ih_l0{d}"] + parts[f"bias_hh_l0{d}"] for d in directions]),
     }
 
 
