@@ -8,6 +8,7 @@ conv_post) at the lengths they have for `--seconds` of audio, plus float32 GEMM 
 Columns are GFLOP/s (2 * MACs / median time): `mlx` = mx.conv1d / mx.conv_transpose1d, `kernel` = our
 native primitive, `mlx-ops` = our MLX-op rewrite, `torch` = PyTorch (oneDNN) with as many threads as cores.
 The last row totals the time of all 53 generator convolutions (each shape weighted by how often it occurs).
+Then the generator's Snake activation (milliseconds) at its two sizes.
 Run with MLX_TTS_BLAS=off to see MLX on the reference BLAS of the mlx-cpu wheel.
 """
 
@@ -27,7 +28,7 @@ cpu_blas.enable()
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mlx_tts import conv, ext  # noqa: E402
+from mlx_tts import activations, conv, ext  # noqa: E402
 
 
 def generator_convs(seconds: float):
@@ -93,6 +94,27 @@ def torch_runner(kind, x, w, stride, padding, extra):
     return run
 
 
+def snake_rows(seconds: float, repeats: int, with_torch: bool):
+    print("\n| Snake x + sin(a x)^2 / a | elements | " + " | ".join(["kernel ms", "mlx ms"] + ["torch ms"] * with_torch) + " |")
+    print("|---|---|---|---|" + "---|" * with_torch)
+    frames = round(seconds * 24000 / 300)
+    for t, c in [(frames * 10, 256), (frames * 60, 128)]:
+        x, alpha = mx.random.normal((1, t, c)), mx.random.uniform(0.5, 2.0, (c,))
+        mx.eval(x, alpha)
+        runners = {
+            "kernel": lambda: mx.eval(activations.snake(x, alpha)),
+            "mlx": lambda: mx.eval(activations._snake_mlx(x, alpha)),
+        }
+        if with_torch:
+            import torch
+
+            xt = torch.from_numpy(np.array(x)).transpose(1, 2).contiguous()
+            at = torch.from_numpy(np.array(alpha))[None, :, None]
+            runners["torch"] = lambda: xt + (1 / at) * torch.sin(at * xt) ** 2
+        seconds_each = median_times(runners, dict.fromkeys(runners, repeats))
+        print(f"| [{t}, {c}] | {t * c} | " + " | ".join(f"{v * 1e3:.2f}" for v in seconds_each.values()) + " |")
+
+
 def gemm_rows(repeats: int):
     print("\n| GEMM float32 (M x K x N) | GFLOP/s | ms |\n|---|---|---|")
     for m, k, n in [(2048, 2048, 2048), (14400, 128, 128), (14400, 1408, 128), (1, 2048, 8192), (8, 2048, 2048)]:
@@ -139,6 +161,8 @@ def main():
             cells.append(f"{flops / seconds[column] / 1e9:.1f}")
         print(f"| {name} | {t} | {flops / 1e9:.2f} | {count} | " + " | ".join(cells) + " |")
     print("| **all 53 convs, seconds** | | | | " + " | ".join(f"**{totals[c]:.3f}**" for c in columns) + " |")
+    if ext.cpu_kernels() is not None:
+        snake_rows(args.seconds, args.repeats, not args.skip_torch)
     gemm_rows(args.repeats)
 
 

@@ -33,15 +33,15 @@ def cpu_kernels():
         _tried = True
         if os.environ.get("MLX_TTS_EXT", "on").strip().lower() != "off":
             try:
-                _cpu_kernels = _load("_cpu_kernels", _build_cpu_kernels())
-            except (BuildError, ImportError, OSError) as e:
+                _cpu_kernels = _checked(_load("_cpu_kernels", _build_cpu_kernels()))
+            except (BuildError, ImportError, OSError, TypeError) as e:
                 logger.warning("native CPU kernels unavailable, using MLX ops instead: %s", e)
     return _cpu_kernels
 
 
 def kernels_for(*arrays):
     """`cpu_kernels()` when the default device is the CPU and every array is float32, else None."""
-    import mlx.core as mx
+    import mlx.core as mx  # not at the top: mlx_tts.cpu_blas imports this package before MLX is loaded
 
     if mx.default_device() != mx.cpu or any(a.dtype != mx.float32 for a in arrays):
         return None
@@ -81,6 +81,15 @@ def _build_cpu_kernels() -> Path:
         suffix=sysconfig.get_config_var("EXT_SUFFIX"),
         depends_on=(importlib.metadata.version("mlx"), nanobind.__version__, *headers),
     )
+
+
+def _checked(module):
+    """The module, once an array has gone through it: a nanobind whose type registry differs from
+    mlx.core's would only show as a TypeError at the first call."""
+    import mlx.core as mx
+
+    mx.eval(module.snake(mx.zeros((1, 1)), mx.ones((1,))))
+    return module
 
 
 def _load(name: str, path: Path):
