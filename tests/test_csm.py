@@ -38,6 +38,7 @@ def reference(tmp_path_factory):
     from transformers import CsmConfig, CsmForConditionalGeneration
 
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # tiny ops: threads only contend on the shared cores
     config = csm_config_dict()
     config.pop("model_type")
     torch_model = CsmForConditionalGeneration(CsmConfig(**config)).eval()

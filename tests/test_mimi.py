@@ -24,6 +24,7 @@ def reference():
     from transformers import MimiConfig, MimiModel
 
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # tiny ops: threads only contend on the shared cores
     config = MimiConfig(**MIMI_CONFIG)
     torch_model = MimiModel(config).eval()
     with torch.no_grad():
