@@ -1,0 +1,9 @@
+"""MLX text-to-speech: Kokoro-82M and Sesame CSM-1B.
+
+First thing, before anything imports `mlx.core`: on Linux's mlx-cpu build, point MLX's GEMMs at an optimized
+BLAS (see `mlx_tts.cpu_blas`; `MLX_TTS_BLAS=off` disables it).
+"""
+
+from . import cpu_blas
+
+cpu_blas.enable()
