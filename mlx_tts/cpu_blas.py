@@ -85,7 +85,10 @@ def _applies() -> bool:
     if sys.platform != "linux":
         return False
     if "mlx.core" in sys.modules:
-        logger.info("mlx.core was imported before mlx_tts: MLX keeps its reference BLAS")
+        logger.warning(
+            "mlx.core was imported before mlx_tts, so MLX keeps the slow reference BLAS of the mlx-cpu wheel: "
+            "import mlx_tts first (or set MLX_TTS_BLAS=off to silence this)"
+        )
         return False
     for name in _CUDA_BUILDS:
         try:
