@@ -22,7 +22,7 @@ from . import ext
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    path = _cpu_path(x, weight, groups)
+    path = _cpu_path(x, weight, bias, groups)
     if path == "kernel":
         return ext.cpu_kernels().conv1d(x, weight, bias, stride, padding, dilation)
     if path == "mlx-ops":
@@ -34,7 +34,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1):
     """weight: [C_out, K, C_in / groups] (MLX's layout for conv_transpose1d)."""
-    path = _cpu_path(x, weight, groups)
+    path = _cpu_path(x, weight, bias, groups)
     if path == "kernel":
         return ext.cpu_kernels().conv_transpose1d(x, weight, bias, stride, padding, output_padding)
     if path == "mlx-ops":
@@ -46,14 +46,14 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return y if bias is None else y + bias
 
 
-def _cpu_path(x, weight, groups) -> str:
+def _cpu_path(x, weight, bias, groups) -> str:
     """"kernel" (native primitive), "mlx-ops" (tap GEMMs as MLX ops) or "native" (mx.conv*)."""
     choice = os.environ.get("MLX_TTS_CONV", "auto")
     if choice not in ("auto", "mlx-ops", "native"):
         raise ValueError(f"MLX_TTS_CONV must be auto, mlx-ops or native, not {choice!r}")
     if choice == "native" or groups != 1 or mx.default_device() != mx.cpu:
         return "native"
-    if choice == "auto" and ext.kernels_for(x, weight) is not None:
+    if choice == "auto" and ext.kernels_for(x, weight, *([] if bias is None else [bias])) is not None:
         return "kernel"
     return "mlx-ops"
 

@@ -141,7 +141,7 @@ def test_switch_selects_each_path(monkeypatch, choice):
     monkeypatch.setenv("MLX_TTS_CONV", choice)
     x, w, b = random_operands(100, 8, 8, 3)
     assert_close(conv.conv1d(x, w, b, padding=3, dilation=3), reference(False, x, w, b, 1, 3, 3))
-    assert conv._cpu_path(x, w, groups=1) == {"auto": "kernel", "mlx-ops": "mlx-ops", "native": "native"}[choice]
+    assert conv._cpu_path(x, w, None, groups=1) == {"auto": "kernel", "mlx-ops": "mlx-ops", "native": "native"}[choice]
 
 
 def test_bad_switch_value_is_named(monkeypatch):
@@ -161,6 +161,23 @@ def test_kernel_rejects_bad_operands(kernel):
         kernel.conv1d(x.astype(mx.float16), w, None, 1, 0, 1)
     with pytest.raises(ValueError, match="bias"):
         kernel.conv1d(x, w, mx.zeros((5,)), 1, 0, 1)
+    with pytest.raises(ValueError, match="stride"):
+        kernel.conv_transpose1d(x, w, None, 0, 0, 0)
+    with pytest.raises(ValueError, match="dilation"):
+        kernel.conv1d(x, w, None, 1, 0, 0)
+
+
+def test_kernels_work_under_shapeless_compile(kernel):
+    def block(x, w, alpha):
+        return kernel.conv1d(kernel.snake(x, alpha), w, None, 1, 3, 3)
+
+    compiled, shapeless = mx.compile(block), mx.compile(block, shapeless=True)
+    for t in (40, 73):
+        x, w, _ = random_operands(t, 8, 8, 3, seed=t)
+        alpha = mx.full((8,), 1.5)
+        expected = reference(False, activations._snake_mlx(x, alpha), w, mx.zeros((8,)), 1, 3, 3)
+        assert_close(compiled(x, w, alpha), expected)
+        assert_close(shapeless(x, w, alpha), expected)
 
 
 def snake_reference(x, alpha):
@@ -208,7 +225,7 @@ def test_extension_switch_off_falls_back(monkeypatch):
     monkeypatch.setenv("MLX_TTS_CONV", "auto")
     x, w, b = random_operands(50, 8, 8, 3)
     assert ext.cpu_kernels() is None
-    assert conv._cpu_path(x, w, groups=1) == "mlx-ops"
+    assert conv._cpu_path(x, w, None, groups=1) == "mlx-ops"
     assert_close(conv.conv1d(x, w, b, padding=1), reference(False, x, w, b, 1, 1, 1))
 
 

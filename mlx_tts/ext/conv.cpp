@@ -49,6 +49,16 @@ int floor_div(int a, int b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
+// Output length, or <= 0 when the input is shorter than the kernel. `extra` is the dilation of a
+// convolution, the output_padding of a transposed one.
+int output_length(bool transpose, int t_in, int kernel, int stride, int padding, int extra) {
+  if (transpose) {
+    return (t_in - 1) * stride - 2 * padding + kernel + extra;
+  }
+  const int span = t_in + 2 * padding - extra * (kernel - 1) - 1;
+  return span < 0 ? 0 : span / stride + 1;
+}
+
 struct ConvShape {
   int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
 };
@@ -102,16 +112,16 @@ void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* 
 
 class TapConv : public mx::Primitive {
  public:
-  TapConv(mx::Stream stream, bool transpose, int stride, int padding, int dilation)
-      : mx::Primitive(stream), transpose_(transpose), stride_(stride), padding_(padding), dilation_(dilation) {}
+  TapConv(mx::Stream stream, bool transpose, int stride, int padding, int extra)
+      : mx::Primitive(stream), transpose_(transpose), stride_(stride), padding_(padding), extra_(extra) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const mx::array& x = inputs[0];
     const mx::array& w = inputs[1];
     mx::array& y = outputs[0];
     y.set_data(mx::allocator::malloc(y.nbytes()));
-    const ConvShape s{x.shape(0), x.shape(1), x.shape(2), y.shape(1), y.shape(2), w.shape(1),
-                      stride_,    padding_,   dilation_};
+    const int dilation = transpose_ ? 1 : extra_;
+    const ConvShape s{x.shape(0), x.shape(1), x.shape(2), y.shape(1), y.shape(2), w.shape(1), stride_, padding_, dilation};
     auto& encoder = mx::cpu::get_command_encoder(stream());
     for (const auto& a : inputs) {
       encoder.set_input_array(a);
@@ -137,15 +147,20 @@ class TapConv : public mx::Primitive {
     return transpose_ ? "TapConvTranspose1d" : "TapConv1d";
   }
 
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    const mx::array& x = inputs[0];
+    const mx::array& w = inputs[1];
+    return {{x.shape(0), output_length(transpose_, x.shape(1), w.shape(1), stride_, padding_, extra_), w.shape(0)}};
+  }
+
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const TapConv&>(other);
-    return transpose_ == o.transpose_ && stride_ == o.stride_ && padding_ == o.padding_ &&
-           dilation_ == o.dilation_;
+    return transpose_ == o.transpose_ && stride_ == o.stride_ && padding_ == o.padding_ && extra_ == o.extra_;
   }
 
  private:
   bool transpose_;
-  int stride_, padding_, dilation_;
+  int stride_, padding_, extra_;
 };
 
 void check_operands(const char* op, const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias) {
@@ -167,7 +182,13 @@ void check_operands(const char* op, const mx::array& x, const mx::array& w, cons
 }
 
 mx::array make_conv(bool transpose, const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias,
-                    int t_out, int stride, int padding, int dilation) {
+                    int stride, int padding, int extra) {
+  check_operands(transpose ? "conv_transpose1d" : "conv1d", x, w, bias);
+  if (stride < 1 || padding < 0 || extra < (transpose ? 0 : 1)) {
+    throw std::invalid_argument(transpose ? "conv_transpose1d: need stride >= 1, padding >= 0, output_padding >= 0"
+                                          : "conv1d: need stride >= 1, padding >= 0, dilation >= 1");
+  }
+  const int t_out = output_length(transpose, x.shape(1), w.shape(1), stride, padding, extra);
   if (t_out <= 0) {
     throw std::invalid_argument("convolution output would be empty: input too short for the kernel");
   }
@@ -177,24 +198,19 @@ mx::array make_conv(bool transpose, const mx::array& x, const mx::array& w, cons
     inputs.push_back(mx::contiguous(*bias, false, stream));
   }
   return mx::array({x.shape(0), t_out, w.shape(0)}, mx::float32,
-                   std::make_shared<TapConv>(stream, transpose, stride, padding, dilation), std::move(inputs));
+                   std::make_shared<TapConv>(stream, transpose, stride, padding, extra), std::move(inputs));
 }
 
 }  // namespace
 
 mx::array conv1d(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias, int stride,
                  int padding, int dilation) {
-  check_operands("conv1d", x, w, bias);
-  const int span = x.shape(1) + 2 * padding - dilation * (w.shape(1) - 1) - 1;  // < 0: shorter than the kernel
-  const int t_out = span < 0 ? 0 : span / stride + 1;
-  return make_conv(false, x, w, bias, t_out, stride, padding, dilation);
+  return make_conv(false, x, w, bias, stride, padding, dilation);
 }
 
 mx::array conv_transpose1d(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias,
                            int stride, int padding, int output_padding) {
-  check_operands("conv_transpose1d", x, w, bias);
-  const int t_out = (x.shape(1) - 1) * stride - 2 * padding + w.shape(1) + output_padding;
-  return make_conv(true, x, w, bias, t_out, stride, padding, 1);
+  return make_conv(true, x, w, bias, stride, padding, output_padding);
 }
 
 }  // namespace mlx_tts

@@ -86,6 +86,10 @@ class Snake : public mx::Primitive {
     return "Snake";
   }
 
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    return {inputs[0].shape()};
+  }
+
   bool is_equivalent(const mx::Primitive&) const override {
     return true;
   }
