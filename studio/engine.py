@@ -59,7 +59,7 @@ class Quantization:
 @dataclass
 class Loaded:
     model: object
-    load_s: float  # wall time to have it ready: load (and quantize, save, reload) in this process
+    load_s: float  # time `load_model` took (a quantized model: loading its saved folder back)
     folder: Path  # the folder it was loaded from
     pipelines: dict = field(default_factory=dict)  # lang_code -> KokoroPipeline
 
@@ -170,23 +170,21 @@ class Engine:
                 self._models.move_to_end(key)
                 return self._models[key]
             report(progress, 0.0, f"Loading {model_id}" + (f" ({quantization})" if quantization else ""))
-            start = time.perf_counter()
-            if quantization is None:
-                model = load_model(model_id)
-                folder = Path(model.path)
-            else:
-                source = load_model(model_id)
+            source = model_id
+            if quantization is not None:
+                full = load_model(model_id)
                 report(progress, 0.3, f"Quantizing to {quantization}")
                 weights, config = quantize_model(
-                    source, source.config, quantization.group_size, quantization.bits, quantization.recipe
+                    full, full.config, quantization.group_size, quantization.bits, quantization.recipe
                 )
-                folder = self.work_dir / "quantized" / f"{Path(model_id).name}-{quantization.slug}"
-                shutil.rmtree(folder, ignore_errors=True)
-                save_model(folder, weights, config, source)
-                del source, weights
+                source = self.work_dir / "quantized" / f"{Path(model_id).name}-{quantization.slug}"
+                shutil.rmtree(source, ignore_errors=True)
+                save_model(source, weights, config, full)
+                del full, weights
                 report(progress, 0.6, "Loading the quantized folder back")
-                model = load_model(folder)
-            loaded = Loaded(model, time.perf_counter() - start, folder)
+            start = time.perf_counter()
+            model = load_model(source)
+            loaded = Loaded(model, time.perf_counter() - start, Path(model.path))
             self._models[key] = loaded
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)
@@ -200,31 +198,39 @@ class Engine:
         )
         return (
             f"`{model.model_type}` model from `{loaded.folder}` · {precision} · "
-            f"{quality.parameter_memory_mb(model):.0f} MB of parameters · ready in {loaded.load_s:.1f} s"
+            f"{quality.parameter_memory_mb(model):.0f} MB of parameters · loaded in {loaded.load_s:.1f} s"
         )
 
     # ---- Kokoro -------------------------------------------------------------------------------------
 
-    def kokoro(self, model_id: str, quantization=None, lang_code="a", progress=None):
-        """A KokoroPipeline for the model and language (cached with the model)."""
-        from mlx_tts.models.kokoro import KokoroPipeline
-
+    def kokoro_model(self, model_id: str, quantization=None, progress=None) -> Loaded:
         loaded = self.loaded(model_id, quantization, progress)
         if loaded.model.model_type != "kokoro":
             raise ValueError(
                 f"{model_id!r} is a {loaded.model.model_type} model; the Kokoro tab needs a Kokoro model "
                 f"(for CSM use the CSM tab)"
             )
+        return loaded
+
+    def kokoro(self, model_id: str, quantization=None, lang_code="a", progress=None):
+        """A KokoroPipeline for the model and language (cached with the model)."""
+        from mlx_tts.models.kokoro import KokoroPipeline
+
+        loaded = self.kokoro_model(model_id, quantization, progress)
         with self.lock:
             if lang_code not in loaded.pipelines:
-                loaded.pipelines[lang_code] = KokoroPipeline(lang_code, model=loaded.model)
-            return loaded, loaded.pipelines[lang_code]
+                pipeline = KokoroPipeline(lang_code, model=loaded.model)
+                pipeline.g2p  # build the G2P now (seconds), so that a take's real-time factor leaves it out
+                loaded.pipelines[lang_code] = pipeline
+            return loaded.pipelines[lang_code]
 
     @ui_errors
     def kokoro_voices(self, model_id: str, quantization=None) -> tuple[list, str]:
         """(voice names, a one-line summary of the model)."""
-        loaded, pipeline = self.kokoro(model_id, quantization)
-        return pipeline.voices.names(), self.model_summary(loaded)
+        from mlx_tts.models.kokoro import VoiceBank
+
+        loaded = self.kokoro_model(model_id, quantization)
+        return VoiceBank(loaded.folder).names(), self.model_summary(loaded)
 
     @ui_errors
     def kokoro_takes(
@@ -242,7 +248,7 @@ class Engine:
             re.compile(split_pattern or "")
         except re.error as e:
             raise ValueError(f"The split pattern {split_pattern!r} is not a valid regular expression: {e}") from None
-        _, pipeline = self.kokoro(model_id, quantization, lang_code, progress)
+        pipeline = self.kokoro(model_id, quantization, lang_code, progress)
         if phonemes is None:
             parts = [pipeline(text, voice=voice, speed=speed, split_pattern=split_pattern or None)]
         else:

@@ -1,6 +1,7 @@
 """End to end through `gradio_client`: each tab's main action against a live studio started by the test."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import soundfile as sf
 
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
 
 from studio_server import running_studio
 from tiny_csm import speech_like, tiny_mlx_csm_folder
@@ -27,7 +29,8 @@ def work_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(work_dir):
     with running_studio(work_dir) as url:
-        yield Client(url, verbose=False)
+        # Long timeout: a Stop (cancel) returns once the chunk being made is finished.
+        yield Client(url, verbose=False, httpx_kwargs={"timeout": 300})
 
 
 def kokoro_generate(client, **settings):
@@ -82,6 +85,21 @@ def test_kokoro_stream_yields_chunks_then_downloads(client):
     assert len(chunks["data"]) == 2 and len(phonemes.splitlines()) == 2
     assert sorted(Path(p).suffix for p in downloads) == [".flac", ".wav"]
     assert "real-time factor" in stats
+
+
+def test_kokoro_stop_ends_a_stream_and_frees_the_engine(client):
+    job = client.submit(text="あ。\nい。\nう。", voice=VOICE, lang_code="j", seed=0, api_name="/kokoro_stream")
+    deadline = time.monotonic() + 300
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.outputs(), "no chunk streamed"
+    assert job.cancel()
+    while not job.done():
+        time.sleep(0.2)
+    assert job.status().code == Status.CANCELLED
+    assert len(job.outputs()) < 4  # three chunks and the final message, had it run to the end
+    _, _, status = client.predict(api_name="/kokoro_load")
+    assert "kokoro" in status
 
 
 @pytest.mark.parametrize(
