@@ -78,6 +78,10 @@ def enable():
         _active = str(path)
         logger.debug("MLX CPU BLAS: %s", _active)
         return _active
+    logger.warning(
+        "no optimized BLAS for MLX: its matmuls stay ~40x slower. Install a C compiler (for the "
+        "scipy-openblas32 shim) or Debian's libopenblas0-pthread, or set MLX_TTS_BLAS=off to silence this"
+    )
     return None
 
 
