@@ -10,16 +10,17 @@ from tiny_kokoro import write_tiny_checkpoint  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
-    """Converted models go to a fresh cache, except the embedded model, which is reused across runs (it is
-    assembled from installed packages and takes a while)."""
+    """Converted models go to a fresh cache, except what is slow to make and never changes for the same
+    inputs: the embedded model (assembled from installed packages) and the native kernels (compiled)."""
     import os
 
     from mlx_tts.utils import cache_dir
 
-    embedded = cache_dir() / "embedded"
+    shared = cache_dir()
     os.environ["MLX_TTS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    if embedded.is_dir():
-        (cache_dir() / "embedded").symlink_to(embedded)
+    for name in ("embedded", "ext"):
+        (shared / name).mkdir(exist_ok=True)
+        (cache_dir() / name).symlink_to(shared / name)
     yield
 
 
