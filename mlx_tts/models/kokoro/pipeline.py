@@ -20,8 +20,13 @@ logger = logging.getLogger("mlx_tts")
 MAX_PHONEMES = 510
 SPEED_RANGE = (0.25, 4.0)
 SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+")
-CLAUSE_END = re.compile(r"(?<=[,;:，；：—])\s*")
+CLAUSE_END = re.compile(r"(?<=[,;:—.!?])\s+|(?<=[，；：。！？])\s*")  # CJK punctuation needs no space
+WORD_GAP = re.compile(r"\s+")
 PUNCTUATION = set(';:,.!?¡¿—…"«»“”() ')
+
+
+def _same(phonemes: str) -> str:
+    return phonemes
 
 
 @dataclass
@@ -73,8 +78,15 @@ class KokoroPipeline:
         return self.g2p(text)[0]
 
     def __call__(
-        self, text: str, voice: str, speed: float = 1.0, split_pattern: Optional[str] = r"\n+"
+        self,
+        text: str,
+        voice: str,
+        speed: float = 1.0,
+        split_pattern: Optional[str] = r"\n+",
+        first_chunk_max: Optional[int] = None,
     ) -> Iterator[Result]:
+        """Yield one `Result` per chunk. `first_chunk_max` caps the first chunk's phonemes (cut at a clause or
+        word boundary) so that streamed audio starts sooner; later chunks are packed up to the model's limit."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text is empty: give some text to speak")
         check_speed(speed)
@@ -82,10 +94,11 @@ class KokoroPipeline:
         chunks = self.chunk_text(text, split_pattern)
         if not chunks:
             raise ValueError(f"nothing pronounceable in the text: {text[:80]!r}")
-        for graphemes, phonemes in chunks:
-            yield self.synthesize(phonemes, pack, speed, graphemes)
+        yield from self._speak(chunks, pack, speed, first_chunk_max, self.phonemize)
 
-    def from_phonemes(self, phonemes: str, voice: str, speed: float = 1.0) -> Iterator[Result]:
+    def from_phonemes(
+        self, phonemes: str, voice: str, speed: float = 1.0, first_chunk_max: Optional[int] = None
+    ) -> Iterator[Result]:
         """Speak raw phonemes (to override pronunciations); long input is chunked like text."""
         if not isinstance(phonemes, str) or not phonemes.strip():
             raise ValueError("phonemes are empty")
@@ -94,8 +107,30 @@ class KokoroPipeline:
         if unknown:
             raise ValueError(f"phonemes contain symbols the model doesn't know: {' '.join(unknown)}")
         pack = self.voices.resolve(voice)
-        for piece in self._split_to_limit(phonemes.strip(), lambda s: s):
-            yield self.synthesize(piece[1], pack, speed, piece[0])
+        chunks = self._pack(self._split_to_limit(phonemes.strip(), _same))
+        if not chunks:
+            raise ValueError(f"nothing pronounceable in the phonemes: {phonemes[:80]!r}")
+        yield from self._speak(chunks, pack, speed, first_chunk_max, _same)
+
+    def _speak(self, chunks: list, pack: mx.array, speed: float, first_chunk_max, phonemize) -> Iterator[Result]:
+        if first_chunk_max and len(chunks[0][1]) > first_chunk_max:
+            chunks = self._cut_head(*chunks[0], first_chunk_max, phonemize) + chunks[1:]
+        for graphemes, phonemes in chunks:
+            yield self.synthesize(phonemes, pack, speed, graphemes)
+
+    @staticmethod
+    def _cut_head(graphemes: str, phonemes: str, cap: int, phonemize) -> list:
+        """Split a chunk in two so that the head has about `cap` phonemes: at a clause end if there is one in
+        the second half of that span, else at the last word boundary before it."""
+        target = len(graphemes) * cap // len(phonemes)
+        clause_ends = [m.end() for m in CLAUSE_END.finditer(graphemes) if target // 2 <= m.end() <= target]
+        word_ends = [m.start() for m in WORD_GAP.finditer(graphemes) if 0 < m.start() <= target]
+        first_word = re.search(r"\s", graphemes.strip())
+        cut = (clause_ends or word_ends or [first_word.start() if first_word else 0])[-1]
+        head, tail = graphemes[:cut].strip(), graphemes[cut:].strip()
+        if not head or not tail:
+            return [(graphemes, phonemes)]
+        return [(head, phonemize(head).strip()), (tail, phonemize(tail).strip())]
 
     def synthesize(self, phonemes: str, pack: mx.array, speed: float, graphemes: str = "") -> Result:
         output = self.model(phonemes, style_for_length(pack, len(phonemes)), speed=speed)
@@ -118,7 +153,7 @@ class KokoroPipeline:
             return []  # nothing to say: only punctuation, or symbols the model doesn't know
         if len(phonemes) <= MAX_PHONEMES:
             return [(text, phonemes)]
-        for pattern in (CLAUSE_END, re.compile(r"\s+")):
+        for pattern in (CLAUSE_END, WORD_GAP):
             pieces = [p for p in pattern.split(text) if p.strip()]
             if len(pieces) > 1:
                 halves = [" ".join(pieces[: len(pieces) // 2]), " ".join(pieces[len(pieces) // 2 :])]
