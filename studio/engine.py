@@ -187,7 +187,9 @@ class Engine:
             loaded = Loaded(model, time.perf_counter() - start, Path(model.path))
             self._models[key] = loaded
             while len(self._models) > self.max_models:
-                self._models.popitem(last=False)
+                _, evicted = self._models.popitem(last=False)
+                if evicted.folder.parent == self.work_dir / "quantized":  # ours: hundreds of MB each
+                    shutil.rmtree(evicted.folder, ignore_errors=True)
             return loaded
 
     def model_summary(self, loaded: Loaded) -> str:
