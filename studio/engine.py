@@ -236,12 +236,14 @@ class Engine:
 
     @ui_errors
     def kokoro_takes(
-        self, model_id, quantization, text, voice, lang_code, speed, split_pattern, seed, phonemes=None, progress=None
+        self, model_id, quantization, text, voice, lang_code, speed, split_pattern, seed, phonemes=None,
+        first_chunk_max=None, progress=None,
     ) -> Iterator[tuple]:
         """Yield (chunk file, the take so far) per chunk, then (None, the finished take with its files).
 
         With `phonemes`, each non-empty line is spoken as given (edited phonemes); otherwise `text` is.
-        Each chunk is made under the lock, so a stopped stream frees the engine at once."""
+        `first_chunk_max` caps the first chunk's phonemes, so that a stream starts sooner.
+        Each chunk is made under the lock, so a stopped stream frees the engine once its chunk is done."""
         if phonemes is None:
             check_text(text)
         else:
@@ -252,9 +254,12 @@ class Engine:
             raise ValueError(f"The split pattern {split_pattern!r} is not a valid regular expression: {e}") from None
         pipeline = self.kokoro(model_id, quantization, lang_code, progress)
         if phonemes is None:
-            parts = [pipeline(text, voice=voice, speed=speed, split_pattern=split_pattern or None)]
+            parts = [pipeline(text, voice=voice, speed=speed, split_pattern=split_pattern or None,
+                              first_chunk_max=first_chunk_max)]
         else:
-            parts = [pipeline.from_phonemes(line, voice, speed) for line in phonemes.splitlines() if line.strip()]
+            lines = [line for line in phonemes.splitlines() if line.strip()]
+            parts = [pipeline.from_phonemes(line, voice, speed, first_chunk_max if i == 0 else None)
+                     for i, line in enumerate(lines)]
         settings = {"model": model_id, "precision": str(quantization or "full"), "voice": voice,
                     "lang": lang_code, "speed": speed, "seed": int(seed)}
         take = Take(settings)

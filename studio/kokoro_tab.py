@@ -20,6 +20,7 @@ FULL_PRECISION = "full precision"
 PRECISIONS = [FULL_PRECISION] + [f"{bits}-bit" for bits in sorted(VALID_BITS, reverse=True)]
 GENDERS = {"f": "female", "m": "male"}
 CHUNK_HEADERS = ["#", "text", "phonemes", "seconds"]
+STREAM_FIRST_CHUNK = 100  # phonemes in a stream's first chunk (about 1.5 s of speech), so it starts sooner
 # Results play in the browser's own <audio> player: it shows the length at once and any client can drive it.
 PLAIN_PLAYER = gr.WaveformOptions(show_recording_waveform=False)
 
@@ -160,7 +161,8 @@ def build(engine, default_model: str):
                     progress=gr.Progress()):
         """Stream the speech chunk by chunk; the last message carries the downloads and the figures."""
         takes = engine.kokoro_takes(
-            **request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed), progress=progress
+            **request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed),
+            first_chunk_max=STREAM_FIRST_CHUNK, progress=progress,
         )
         for chunk_file, take in takes:
             phoneme_lines = "\n".join(p for _, p, _ in take.chunks)
