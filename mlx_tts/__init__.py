@@ -7,3 +7,8 @@ BLAS (see `mlx_tts.cpu_blas`; `MLX_TTS_BLAS=off` disables it).
 from . import cpu_blas
 
 cpu_blas.enable()
+
+from .quantize import quantize_model  # noqa: E402
+from .utils import DEFAULT_MODEL, EMBEDDED_MODEL, load_model, save_model  # noqa: E402
+
+__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODEL", "load_model", "quantize_model", "save_model"]
