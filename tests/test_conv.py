@@ -109,6 +109,27 @@ def test_random_small_shapes(kernel, case):
         assert_close(conv.conv1d_matmul(x, w, stride, padding, extra) + b, ref)
 
 
+# Long enough (>= 512 output rows) for the direct AVX-512 kernel: every resblock shape, a strided conv,
+# a channel count that is not a multiple of 16, edge tiles into the padding. Reference: the MLX-op path,
+# which the tests above hold to mx.conv1d (mx.conv1d itself takes seconds per dilated conv this long).
+DIRECT_SHAPES = [
+    (t, c, c, k, 1, d * (k - 1) // 2, d) for c, t in [(128, 700), (256, 530)] for k in (3, 7, 11) for d in (1, 3, 5)
+] + [
+    (3601, 22, 256, 12, 6, 3, 1),  # noise conv
+    (600, 128, 22, 7, 1, 3, 1),  # conv_post
+    (777, 37, 70, 4, 1, 9, 2),
+    (1030, 5, 3, 3, 2, 0, 1),
+]
+
+
+@pytest.mark.parametrize("shape", DIRECT_SHAPES)
+def test_direct_kernel_long_inputs(kernel, shape):
+    t, c_in, c_out, k, stride, padding, dilation = shape
+    x, w, b = random_operands(t, c_in, c_out, k, batch=2 if t < 800 else 1)
+    expected = conv.conv1d_matmul(x, w, stride, padding, dilation) + b
+    assert_close(kernel.conv1d(x, w, b, stride, padding, dilation), expected)
+
+
 def test_kernel_splits_long_inputs_over_threads(kernel):
     # Long enough for several threads and several cache blocks per thread, with a batch of 2.
     x, w, b = random_operands(3001, 16, 24, 5, batch=2)

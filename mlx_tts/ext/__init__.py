@@ -20,8 +20,8 @@ from .build import BuildError, build_library
 logger = logging.getLogger("mlx_tts")
 
 _HERE = Path(__file__).resolve().parent
-_SOURCES = ("conv.cpp", "snake.cpp", "parallel.cpp", "bindings.cpp")
-_HEADERS = ("kernels.h", "parallel.h")
+_SOURCES = ("conv.cpp", "direct_conv.cpp", "snake.cpp", "parallel.cpp", "bindings.cpp")
+_HEADERS = ("kernels.h", "parallel.h", "direct_conv.h")
 _cpu_kernels = None
 _tried = False
 

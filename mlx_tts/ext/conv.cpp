@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "direct_conv.h"
 #include "kernels.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -34,6 +35,11 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int kBlockElements = 512 * 256;
 // Fewer output rows than this per chunk of work cost more in thread handoff than they save.
 constexpr int kMinRowsPerChunk = 32;
+// From this many output rows on, conv1d runs the direct kernel (when the CPU has AVX-512): packing its
+// weights costs about as much as computing a few dozen rows.
+constexpr int kDirectMinRows = 512;
+// Direct kernel work chunks, in 6-row tiles: 16-32 tiles keep a chunk's input rows in L2.
+constexpr int kMinTilesPerChunk = 8, kMaxTilesPerChunk = 32;
 
 int block_rows(int c_out) {
   return std::max(16, kBlockElements / c_out);
@@ -58,10 +64,6 @@ int output_length(bool transpose, int t_in, int kernel, int stride, int padding,
   const int span = t_in + 2 * padding - extra * (kernel - 1) - 1;
   return span < 0 ? 0 : span / stride + 1;
 }
-
-struct ConvShape {
-  int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
-};
 
 void fill_rows(float* y, const float* bias, int rows, int channels) {
   for (int r = 0; r < rows; ++r) {
@@ -130,6 +132,18 @@ class TapConv : public mx::Primitive {
     const float* bias = inputs.size() > 2 ? inputs[2].data<float>() : nullptr;
     encoder.dispatch([s, transpose = transpose_, x = x.data<float>(), w = w.data<float>(), bias,
                       y = y.data<float>()]() {
+      if (!transpose && s.t_out >= kDirectMinRows && direct_conv_available()) {
+        const std::vector<float> packed = pack_conv_weights(s, w);
+        const int tiles = (s.t_out + 5) / 6;
+        for (int b = 0; b < s.batch; ++b) {
+          const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
+          float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
+          parallel_for(tiles, kMinTilesPerChunk, kMaxTilesPerChunk, [&](int t0, int t1) {
+            direct_conv_rows(s, xb, packed.data(), bias, yb, t0 * 6, std::min(s.t_out, t1 * 6));
+          });
+        }
+        return;
+      }
       for (int b = 0; b < s.batch; ++b) {
         const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
         float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;

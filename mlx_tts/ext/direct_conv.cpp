@@ -1,0 +1,142 @@
+// Direct conv1d: out[t, o] = bias[o] + sum_k sum_i x[t * stride - padding + k * dilation, i] * w[o, k, i].
+//
+// A tile of 6 output rows x 64 output channels (24 AVX-512 accumulators) sums over every tap and input
+// channel in registers: per step, 4 vector loads of the packed weights and 6 broadcasts of x, 24 FMAs.
+// x is read in place (rows at a fixed stride), so unlike a BLAS call per tap there is no packing of the
+// input and the output is stored once instead of once per tap. Tiles whose rows reach into the padding
+// read a zero-padded copy of just the rows they need.
+
+#include "direct_conv.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace mlx_tts {
+
+namespace {
+
+constexpr int kRows = 6;           // output rows per tile
+constexpr int kPanel = 64;         // output channels per packed weight panel (4 vectors of 16)
+constexpr int kVector = 16;
+
+#define MLX_TTS_AVX512 __attribute__((target("avx512f")))
+
+// Accumulates one tile: ROWS output rows (a[r * row_step] is row r's first tap), VECS x 16 channels.
+template <int ROWS, int VECS>
+MLX_TTS_AVX512 void tile(const float* a, long row_step, long tap_step, int taps, int c_in, const float* panel,
+                         const float* bias, int valid, float* y, long ldy) {
+  __m512 acc[ROWS][VECS];
+  for (int v = 0; v < VECS; ++v) {
+    const int left = valid - v * kVector;
+    const __mmask16 mask = left >= kVector ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+    const __m512 init = bias ? _mm512_maskz_loadu_ps(mask, bias + v * kVector) : _mm512_setzero_ps();
+    for (int r = 0; r < ROWS; ++r) {
+      acc[r][v] = init;
+    }
+  }
+  const float* b = panel;
+  for (int k = 0; k < taps; ++k) {
+    const float* ak = a + k * tap_step;
+    for (int i = 0; i < c_in; ++i, b += kPanel) {
+      __m512 bv[VECS];
+      for (int v = 0; v < VECS; ++v) {
+        bv[v] = _mm512_loadu_ps(b + v * kVector);
+      }
+      for (int r = 0; r < ROWS; ++r) {
+        const __m512 av = _mm512_set1_ps(ak[r * row_step + i]);
+        for (int v = 0; v < VECS; ++v) {
+          acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+      }
+    }
+  }
+  for (int v = 0; v < VECS; ++v) {
+    const int left = valid - v * kVector;
+    const __mmask16 mask = left >= kVector ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+    for (int r = 0; r < ROWS; ++r) {
+      _mm512_mask_storeu_ps(y + r * ldy + v * kVector, mask, acc[r][v]);
+    }
+  }
+}
+
+using TileFn = void (*)(const float*, long, long, int, int, const float*, const float*, int, float*, long);
+
+template <int ROWS>
+TileFn tile_for_vectors(int vecs) {
+  switch (vecs) {
+    case 1: return tile<ROWS, 1>;
+    case 2: return tile<ROWS, 2>;
+    case 3: return tile<ROWS, 3>;
+    default: return tile<ROWS, 4>;
+  }
+}
+
+TileFn tile_for(int rows, int vecs) {
+  switch (rows) {
+    case 1: return tile_for_vectors<1>(vecs);
+    case 2: return tile_for_vectors<2>(vecs);
+    case 3: return tile_for_vectors<3>(vecs);
+    case 4: return tile_for_vectors<4>(vecs);
+    case 5: return tile_for_vectors<5>(vecs);
+    default: return tile_for_vectors<6>(vecs);
+  }
+}
+
+}  // namespace
+
+bool direct_conv_available() {
+  static const bool available = __builtin_cpu_supports("avx512f");
+  return available;
+}
+
+std::vector<float> pack_conv_weights(const ConvShape& s, const float* w) {
+  const int panels = (s.c_out + kPanel - 1) / kPanel;
+  const size_t depth = static_cast<size_t>(s.kernel) * s.c_in;
+  std::vector<float> packed(panels * depth * kPanel, 0.0f);
+  for (int o = 0; o < s.c_out; ++o) {
+    float* column = packed.data() + (o / kPanel) * depth * kPanel + o % kPanel;
+    const float* wo = w + o * depth;  // w[o] is [K, C_in], already in k * C_in + i order
+    for (size_t d = 0; d < depth; ++d) {
+      column[d * kPanel] = wo[d];
+    }
+  }
+  return packed;
+}
+
+void direct_conv_rows(const ConvShape& s, const float* x, const float* packed, const float* bias, float* y, int r0,
+                      int r1) {
+  const long row_step = static_cast<long>(s.stride) * s.c_in;
+  const long tap_step = static_cast<long>(s.dilation) * s.c_in;
+  const size_t depth = static_cast<size_t>(s.kernel) * s.c_in;
+  const int panels = (s.c_out + kPanel - 1) / kPanel;
+  // Input rows that one tile reads, from its first row's first tap to its last row's last tap.
+  const int span = (kRows - 1) * s.stride + (s.kernel - 1) * s.dilation + 1;
+  std::vector<float> padded;  // zero-padded input rows for tiles that reach into the padding
+  // Panels outside: one panel (depth x 64 floats) stays in L2 while the tiles of these rows stream by.
+  for (int p = 0; p < panels; ++p) {
+    const int valid = std::min(kPanel, s.c_out - p * kPanel);
+    const int vecs = (valid + kVector - 1) / kVector;
+    const float* panel = packed + p * depth * kPanel;
+    for (int t0 = r0; t0 < r1; t0 += kRows) {
+      const int rows = std::min(kRows, r1 - t0);
+      const int first = t0 * s.stride - s.padding;
+      const int last = (t0 + rows - 1) * s.stride - s.padding + (s.kernel - 1) * s.dilation;
+      const float* a = x + static_cast<long>(first) * s.c_in;
+      if (first < 0 || last >= s.t_in) {
+        padded.assign(static_cast<size_t>(span) * s.c_in, 0.0f);
+        const int lo = std::max(first, 0), hi = std::min(last, s.t_in - 1);
+        if (hi >= lo) {
+          std::memcpy(padded.data() + static_cast<size_t>(lo - first) * s.c_in,
+                      x + static_cast<size_t>(lo) * s.c_in, static_cast<size_t>(hi - lo + 1) * s.c_in * sizeof(float));
+        }
+        a = padded.data();
+      }
+      tile_for(rows, vecs)(a, row_step, tap_step, s.kernel, s.c_in, panel, bias ? bias + p * kPanel : nullptr,
+                           valid, y + static_cast<size_t>(t0) * s.c_out + p * kPanel, s.c_out);
+    }
+  }
+}
+
+}  // namespace mlx_tts
