@@ -309,7 +309,7 @@ def test_generation_stream_progress_and_speed(pipeline):
     assert done == sorted(done) and calls[0] == (1, 12) and calls[-1][0] == calls[-1][1] == len(audio) // 1920
     chunks = list(pipeline.stream("hello world. how are you?", chunk_frames=2, **common))
     assert all(len(c) <= 2 * 1920 for c in chunks)
-    np.testing.assert_array_equal(np.concatenate(chunks), audio)
+    np.testing.assert_allclose(np.concatenate(chunks), audio, atol=1e-5)  # same codes, other decode chunking
     faster = pipeline.generate("hello world. how are you?", speed=2.0, **common)
     assert abs(len(faster) - len(audio) / 2) <= 2
 

@@ -138,34 +138,42 @@ class CSMPipeline:
             tokens, mask = prompt_frames(frames)
             context = self.model.cache_prompt(mx.array(tokens)[None], mx.array(mask)[None])
         total, done = max_frames * len(sentences), 0
-        for ids in sentences:
-            tokens, mask = segment_frames(ids, None, num_codebooks)
-            decoder = StreamingDecoder(self.model.codec)
-            pending, sentence_audio, produced = [], [], 0
-            frames = self.model.generate(mx.array(tokens)[None], mx.array(mask)[None], max_frames, sampler, context)
-            for frame in frames:
-                pending.append(frame)
-                produced += 1
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-                if len(pending) == chunk_frames:
-                    sentence_audio.append(self._decode(decoder, pending))
-                    pending = []
-                    if speed == 1.0:
-                        yield sentence_audio.pop()
-            if pending:
-                sentence_audio.append(self._decode(decoder, pending))
-            total -= max_frames - produced  # the sentence ended early: fewer frames to come
+
+        def frame_done():
+            nonlocal done
+            done += 1
             if progress is not None:
                 progress(done, total)
-            if sentence_audio:
-                audio = np.concatenate(sentence_audio)
-                yield audio if speed == 1.0 else time_stretch(audio, speed, self.sample_rate)
 
-    @staticmethod
-    def _decode(decoder: StreamingDecoder, frames: list) -> np.ndarray:
-        return np.array(decoder.decode(mx.stack(frames, axis=-1))[0, 0])
+        for ids in sentences:
+            tokens, mask = segment_frames(ids, None, num_codebooks)
+            frames = self.model.generate(mx.array(tokens)[None], mx.array(mask)[None], max_frames, sampler, context)
+            start = done
+            chunks = self._audio_chunks(frames, chunk_frames, frame_done)
+            if speed == 1.0:
+                yield from chunks
+            elif audio := list(chunks):
+                yield time_stretch(np.concatenate(audio), speed, self.sample_rate)
+            total -= max_frames - (done - start)  # the sentence ended early: fewer frames to come
+            if progress is not None:
+                progress(done, total)
+
+    def _audio_chunks(self, frames, chunk_frames: int, frame_done):
+        """Audio of the frames as they come, decoded `chunk_frames` at a time."""
+        decoder = StreamingDecoder(self.model.codec)
+        pending = []
+
+        def decode_pending():
+            return np.array(decoder.decode(mx.stack(pending, axis=-1))[0, 0])
+
+        for frame in frames:
+            frame_done()
+            pending.append(frame)
+            if len(pending) == chunk_frames:
+                yield decode_pending()
+                pending = []
+        if pending:
+            yield decode_pending()
 
     def _turn(self, segment, name: str) -> tuple:
         """(text, speaker, audio) of a context segment: a `Segment` or a dict with the same fields."""
