@@ -1,10 +1,16 @@
-"""Activations with a faster CPU implementation.
+"""Activations and normalizations with a faster CPU implementation.
 
-`snake(x, alpha)` = x + sin(alpha * x)^2 / alpha (alpha per channel, over the last axis), the activation of
-Kokoro's iSTFTNet generator. MLX's CPU `sin` is scalar: one Snake over [14400, 128] (3 s of audio) takes
-~80 ms, and the generator runs 48 of them, more time than all its convolutions. On the CPU in float32 the
-native kernel (`mlx_tts.ext`, SIMD and multithreaded) computes it in under 1 ms; elsewhere (GPU, other
-dtypes, no compiler, `MLX_TTS_EXT=off`) it is a compiled MLX expression.
+- `snake(x, alpha)` = x + sin(alpha * x)^2 / alpha (alpha per channel, over the last axis), the activation of
+  Kokoro's iSTFTNet generator.
+- `adain_snake(x, gamma, beta, alpha=None, eps=1e-5)`: Kokoro's AdaIN, an instance norm over time of
+  x [B, T, C] scaled by (1 + gamma) and shifted by beta ([B, C] or [B, 1, C]), followed by Snake when
+  `alpha` is given: the pair in front of every convolution of the generator's resblocks.
+
+MLX's CPU `sin` is scalar: one Snake over [14400, 128] (3 s of audio) takes ~80 ms, and the generator runs
+48 of them, more time than all its convolutions; its instance norm is four single-threaded passes. On the
+CPU in float32 the native kernels (`mlx_tts.ext`, SIMD and multithreaded) do Snake in under 1 ms and the
+fused AdaIN + Snake in two passes; elsewhere (GPU, other dtypes, no compiler, `MLX_TTS_EXT=off`) these are
+compiled MLX expressions.
 """
 
 import mlx.core as mx
@@ -17,8 +23,22 @@ def _snake_mlx(x, alpha):
     return x + (1 / alpha) * mx.sin(alpha * x) ** 2
 
 
+def _adain_mlx(x, gamma, beta, eps):
+    mean = x.mean(axis=1, keepdims=True)
+    inv_std = mx.rsqrt(x.var(axis=1, keepdims=True) + eps)
+    return (x - mean) * (inv_std * (1 + gamma.reshape(x.shape[0], 1, -1))) + beta.reshape(x.shape[0], 1, -1)
+
+
 def snake(x, alpha):
     kernels = ext.kernels_for(x, alpha)
     if kernels is not None:
         return kernels.snake(x, alpha)
     return _snake_mlx(x, alpha)
+
+
+def adain_snake(x, gamma, beta, alpha=None, eps=1e-5):
+    kernels = ext.kernels_for(x, gamma, beta, *([] if alpha is None else [alpha]))
+    if kernels is not None:
+        return kernels.adain_snake(x, gamma, beta, alpha, eps)
+    y = _adain_mlx(x, gamma, beta, eps)
+    return y if alpha is None else _snake_mlx(y, alpha)

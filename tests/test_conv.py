@@ -233,6 +233,34 @@ def test_snake_dispatch(kernel):
         kernel.snake(x, alpha[:5])
 
 
+@pytest.mark.parametrize("shape", [(1, 14401, 128), (2, 2400, 256), (1, 7, 3)])
+def test_adain_snake_kernel_matches_mlx(kernel, shape):
+    mx.random.seed(6)
+    batch, _, c = shape
+    x = mx.random.normal(shape) * 3 + 1
+    gamma = mx.random.normal((batch, 1, c)) * 0.5
+    beta = mx.random.normal((batch, 1, c))
+    alpha = mx.random.uniform(0.1, 4.0, (c,))
+    norm = activations._adain_mlx(x, gamma, beta, 1e-5)
+    assert_close(kernel.adain_snake(x, gamma, beta, None, 1e-5), norm, tol=2e-5)
+    assert_close(kernel.adain_snake(x, gamma[:, 0], beta[:, 0], alpha, 1e-5), activations._snake_mlx(norm, alpha), tol=2e-5)
+    # Instance statistics: each channel of the normalized output has mean beta and std |1 + gamma|.
+    np.testing.assert_allclose(np.array(norm.mean(axis=1)), np.array(beta[:, 0]), atol=1e-4)
+
+
+def test_adain_snake_dispatch_and_errors(kernel):
+    x, _, _ = random_operands(50, 8, 8, 1, batch=2)
+    gamma, beta, alpha = mx.zeros((2, 8)), mx.ones((2, 8)), mx.full((8,), 2.0)
+    expected = activations._snake_mlx(activations._adain_mlx(x, gamma, beta, 1e-5), alpha)
+    assert_close(activations.adain_snake(x, gamma, beta, alpha), expected, tol=2e-5)
+    half = activations.adain_snake(x.astype(mx.float16), gamma.astype(mx.float16), beta.astype(mx.float16))
+    assert half.dtype == mx.float16
+    with pytest.raises(ValueError, match="gamma and beta"):
+        kernel.adain_snake(x, gamma[:1], beta, alpha, 1e-5)
+    with pytest.raises(ValueError, match=r"\[B, T, C\]"):
+        kernel.adain_snake(x[0], gamma, beta, alpha, 1e-5)
+
+
 def test_mlx_ops_path_rejects_short_input():
     x, w, _ = random_operands(4, 4, 4, 3)
     with pytest.raises(ValueError, match="too short"):

@@ -16,4 +16,6 @@ NB_MODULE(_cpu_kernels, m) {
         "1-D transposed convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");
   m.def("snake", &mlx_tts::snake, "x"_a, "alpha"_a,
         "Snake activation x + sin(alpha * x)^2 / alpha (float32, alpha over the last axis) on the CPU stream.");
+  m.def("adain_snake", &mlx_tts::adain_snake, "x"_a, "gamma"_a, "beta"_a, "alpha"_a.none(), "eps"_a,
+        "Instance norm over T with scale (1 + gamma) and shift beta, then Snake when alpha is given (float32).");
 }

@@ -21,4 +21,9 @@ mx::array conv_transpose1d(const mx::array& x, const mx::array& weight, const st
 // Snake activation x + sin(alpha * x)^2 / alpha, float32, alpha [C] over the last axis of x.
 mx::array snake(const mx::array& x, const mx::array& alpha);
 
+// Kokoro's AdaIN, (x - mean_T) / sqrt(var_T + eps) * (1 + gamma) + beta over x [B, T, C] with gamma and
+// beta [B, C] (or [B, 1, C]), then Snake with alpha [C] when given. float32.
+mx::array adain_snake(const mx::array& x, const mx::array& gamma, const mx::array& beta,
+                      const std::optional<mx::array>& alpha, float eps);
+
 }  // namespace mlx_tts
