@@ -128,19 +128,25 @@ def test_greedy_generation_gives_identical_codes(reference):
 
 
 @pytest.mark.reference
-@pytest.mark.parametrize("variant", ["sesame", "mlx-audio"])
+@pytest.mark.parametrize("variant", ["sesame", "sesame-ckpt.pt", "mlx-audio"])
 def test_original_layouts_convert_like_transformers(reference, variant, tmp_path, monkeypatch):
-    """torchtune names with interleaved RoPE (and MLX-Audio's renaming of them), with the codec in kyutai's
-    layout: converted, they equal the transformers conversion."""
-    torch_model, model, root = reference
+    """torchtune names with interleaved RoPE (as safetensors or sesame's first `ckpt.pt`, and MLX-Audio's
+    renaming of them), with the codec in kyutai's layout: converted, they equal the transformers conversion."""
+    import torch
+
+    torch_model, model, _ = reference
     monkeypatch.setitem(FLAVORS, "tiny-backbone", original_flavors()["tiny-backbone"])
     monkeypatch.setitem(FLAVORS, "tiny-decoder", original_flavors()["tiny-decoder"])
     src = tmp_path / variant
     (src / "codec").mkdir(parents=True)
     config = dict(backbone_flavor="tiny-backbone", decoder_flavor="tiny-decoder", text_vocab_size=100,
                   audio_vocab_size=67, audio_num_codebooks=32)
-    (src / "config.json").write_text(json.dumps(config if variant == "sesame" else {**config, "model_type": "csm"}))
-    mx.save_safetensors(str(src / "model.safetensors"), original_csm_state_dict(torch_model, variant))
+    (src / "config.json").write_text(json.dumps({**config, "model_type": "csm"} if variant == "mlx-audio" else config))
+    weights = original_csm_state_dict(torch_model, "mlx-audio" if variant == "mlx-audio" else "sesame")
+    if variant == "sesame-ckpt.pt":
+        torch.save({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, src / "ckpt.pt")
+    else:
+        mx.save_safetensors(str(src / "model.safetensors"), weights)
     mx.save_safetensors(str(src / "codec" / "tokenizer-e351c8d8-checkpoint125.safetensors"), kyutai_state_dict(torch_model.codec_model))
     (src / "codec" / "config.json").write_text(json.dumps(torch_model.codec_model.config.to_dict()))
     make_tokenizer(src / "tokenizer.json")
