@@ -64,8 +64,8 @@ def kokoro_chunks(model, args, text):
 def csm_chunks(model, args, text):
     from .models.csm import CSMPipeline
 
-    pipeline = CSMPipeline(model=model)
-    yield from pipeline.stream(
+    # One take per call: CSM's own chunks are 320 ms stream pieces, not files a user wants.
+    yield CSMPipeline(model=model).generate(
         text,
         ref_audio=args.ref_audio,
         ref_text=args.ref_text,

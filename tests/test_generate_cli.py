@@ -42,3 +42,21 @@ def test_one_file_per_chunk_and_bad_input(tiny_model, tmp_path):
     bad = generate(["--model", str(tiny_model.path), "--voice", "af_test", "--text", "Hi.", "--speed", "9"])
     assert bad.returncode != 0 and "speed must be between 0.25 and 4" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_csm_cloning_from_the_command_line(tmp_path):
+    from tiny_csm import speech_like, tiny_mlx_csm_folder
+
+    folder = tiny_mlx_csm_folder(tmp_path / "tiny-csm")
+    sf.write(tmp_path / "reference.wav", speech_like(1.5), 24000)
+    args = ["--model", str(folder), "--text", "Hello from Sesame.", "--ref_audio", str(tmp_path / "reference.wav"),
+            "--temperature", "0.8", "--top_k", "20", "--seed", "3", "--max_audio_length_ms", "400"]
+    takes = []
+    for name in ("a", "b"):
+        run = generate([*args, "--file_prefix", str(tmp_path / name), "--ref_text", "A reference sentence."])
+        assert run.returncode == 0, run.stderr
+        assert "real-time factor" in run.stdout
+        takes.append(sf.read(tmp_path / f"{name}_000.wav")[0])
+    assert 0 < len(takes[0]) <= 5 * 1920 and (takes[0] == takes[1]).all()  # 400 ms = 5 frames; seeded
+    missing = generate([*args, "--file_prefix", str(tmp_path / "c")])
+    assert missing.returncode != 0 and "ref_text" in missing.stderr and "Traceback" not in missing.stderr
