@@ -8,7 +8,7 @@ conv_post) at the lengths they have for `--seconds` of audio, plus float32 GEMM 
 Columns are GFLOP/s (2 * MACs / median time): `mlx` = mx.conv1d / mx.conv_transpose1d, `kernel` = our
 native primitive, `mlx-ops` = our MLX-op rewrite, `torch` = PyTorch (oneDNN) with as many threads as cores.
 The last row totals the time of all 53 generator convolutions (each shape weighted by how often it occurs).
-Then the generator's Snake activation (milliseconds) at its two sizes.
+Then the generator's Snake and fused AdaIN + Snake (milliseconds) at its two sizes.
 Run with MLX_TTS_BLAS=off to see MLX on the reference BLAS of the mlx-cpu wheel.
 """
 
@@ -94,25 +94,39 @@ def torch_runner(kind, x, w, stride, padding, extra):
     return run
 
 
-def snake_rows(seconds: float, repeats: int, with_torch: bool):
-    print("\n| Snake x + sin(a x)^2 / a | elements | " + " | ".join(["kernel ms", "mlx ms"] + ["torch ms"] * with_torch) + " |")
-    print("|---|---|---|---|" + "---|" * with_torch)
+def activation_rows(seconds: float, repeats: int, with_torch: bool):
+    """Snake and the fused AdaIN + Snake in front of every resblock conv, at the generator's two sizes."""
+    columns = ["kernel ms", "mlx ms"] + ["torch ms"] * with_torch
+    print("\n| op | shape | " + " | ".join(columns) + " |\n|---|---|" + "---|" * len(columns))
     frames = round(seconds * 24000 / 300)
     for t, c in [(frames * 10, 256), (frames * 60, 128)]:
         x, alpha = mx.random.normal((1, t, c)), mx.random.uniform(0.5, 2.0, (c,))
-        mx.eval(x, alpha)
-        runners = {
-            "kernel": lambda: mx.eval(activations.snake(x, alpha)),
-            "mlx": lambda: mx.eval(activations._snake_mlx(x, alpha)),
+        gamma, beta = mx.random.normal((1, c)) * 0.1, mx.random.normal((1, c)) * 0.1
+        mx.eval(x, alpha, gamma, beta)
+        ops = {
+            "Snake": {
+                "kernel": lambda: mx.eval(activations.snake(x, alpha)),
+                "mlx": lambda: mx.eval(activations._snake_mlx(x, alpha)),
+            },
+            "AdaIN + Snake": {
+                "kernel": lambda: mx.eval(activations.adain_snake(x, gamma, beta, alpha)),
+                "mlx": lambda: mx.eval(activations._snake_mlx(activations._adain_mlx(x, gamma, beta, 1e-5), alpha)),
+            },
         }
         if with_torch:
             import torch
 
             xt = torch.from_numpy(np.array(x)).transpose(1, 2).contiguous()
             at = torch.from_numpy(np.array(alpha))[None, :, None]
-            runners["torch"] = lambda: xt + (1 / at) * torch.sin(at * xt) ** 2
-        seconds_each = median_times(runners, dict.fromkeys(runners, repeats))
-        print(f"| [{t}, {c}] | {t * c} | " + " | ".join(f"{v * 1e3:.2f}" for v in seconds_each.values()) + " |")
+            gt, bt = (torch.from_numpy(np.array(v))[:, :, None] for v in (gamma, beta))
+            norm = torch.nn.InstanceNorm1d(c)
+            ops["Snake"]["torch"] = lambda: xt + (1 / at) * torch.sin(at * xt) ** 2
+            ops["AdaIN + Snake"]["torch"] = lambda: (lambda v: v + (1 / at) * torch.sin(at * v) ** 2)(
+                (1 + gt) * norm(xt) + bt
+            )
+        for name, runners in ops.items():
+            seconds_each = median_times(runners, dict.fromkeys(runners, repeats))
+            print(f"| {name} | [{t}, {c}] | " + " | ".join(f"{v * 1e3:.2f}" for v in seconds_each.values()) + " |")
 
 
 def gemm_rows(repeats: int):
@@ -162,7 +176,7 @@ def main():
         print(f"| {name} | {t} | {flops / 1e9:.2f} | {count} | " + " | ".join(cells) + " |")
     print("| **all 53 convs, seconds** | | | | " + " | ".join(f"**{totals[c]:.3f}**" for c in columns) + " |")
     if ext.cpu_kernels() is not None:
-        snake_rows(args.seconds, args.repeats, not args.skip_torch)
+        activation_rows(args.seconds, args.repeats, not args.skip_torch)
     gemm_rows(args.repeats)
 
 
