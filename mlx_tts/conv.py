@@ -5,9 +5,10 @@ device is chosen here, in one place:
 
 - GPU (Metal, CUDA): MLX's own `mx.conv1d` / `mx.conv_transpose1d`.
 - CPU, groups == 1: MLX's CPU convolutions are slow for dilated and strided kernels (seconds for one Kokoro
-  resblock conv), so each kernel tap becomes one GEMM instead. In float32 this runs in a native MLX
-  primitive (`mlx_tts.ext`, strided GEMMs accumulating in place, no copies) when it could be built, else
-  as MLX ops (`conv1d_matmul`, `conv_transpose1d_matmul`).
+  resblock conv). In float32 they run in native MLX primitives (`mlx_tts.ext`) when those could be built:
+  a direct AVX-512 kernel that sums every tap in registers for long inputs, else one strided BLAS GEMM per
+  tap accumulating in place; both multithreaded. Otherwise each tap is one MLX matmul
+  (`conv1d_matmul`, `conv_transpose1d_matmul`).
 - CPU, groups > 1 (Kokoro's depthwise upsampler, small): MLX's own.
 
 `MLX_TTS_CONV` overrides the choice on the CPU: `auto` (default), `mlx-ops` (MLX-op rewrites only) or
