@@ -19,6 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .checkpoint import load_safetensors
 from .quantize import quantize_model  # noqa: F401  (the spec imports it from here)
 
 logger = logging.getLogger("mlx_tts")
@@ -190,13 +191,7 @@ def load_weights_file(folder: Path) -> dict:
     files = sorted(folder.glob("model*.safetensors"))
     if not files:
         raise ModelLoadError(f"{folder} has no model*.safetensors")
-    weights = {}
-    for f in files:
-        try:
-            weights.update(mx.load(str(f)))
-        except Exception as e:
-            raise ModelLoadError(f"{f}: can't read safetensors ({e})") from None
-    return weights
+    return load_safetensors(files)
 
 
 def load_mlx_folder(folder: Path) -> nn.Module:

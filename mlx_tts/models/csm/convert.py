@@ -23,6 +23,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from ...checkpoint import load_safetensors, rename_keys
 from .. import mimi
 from ..mimi.convert import rope_interleaved_to_half
 from .model import Model, ModelArgs
@@ -73,12 +74,7 @@ def _is_codec_file(path: Path) -> bool:
 def read_weights(src: Path) -> dict:
     """The CSM weights of a folder: its *.safetensors (but a codec checkpoint), else `ckpt.pt`."""
     files = [f for f in sorted(src.glob("*.safetensors")) if not _is_codec_file(f)]
-    weights = {}
-    for file in files:
-        try:
-            weights.update(mx.load(str(file)))
-        except Exception as e:
-            raise ValueError(f"{file}: can't read safetensors ({e})") from None
+    weights = load_safetensors(files)
     if not files and (src / "ckpt.pt").is_file():
         from ...torch_io import load_torch_file
 
@@ -88,15 +84,6 @@ def read_weights(src: Path) -> dict:
     if not weights:
         raise FileNotFoundError(f"no CSM weights in {src} (expected *.safetensors or ckpt.pt)")
     return weights
-
-
-def _rename(weights: dict, renames) -> dict:
-    out = {}
-    for key, value in weights.items():
-        for pattern, replacement in renames:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
 
 
 def detect_layout(weights: dict) -> str:
@@ -111,7 +98,7 @@ def from_original(weights: dict, args: ModelArgs) -> dict:
     """sesame's or MLX-Audio's names -> ours, q/k permuted from interleaved-pair to rotate-half RoPE."""
     if any(k.endswith(".scales") for k in weights):
         raise ValueError("quantized original-layout CSM checkpoints are not supported; convert the full-precision one")
-    out = _rename(weights, ORIGINAL_RENAMES)
+    out = rename_keys(weights, ORIGINAL_RENAMES)
     heads = {"backbone": args.backbone, "decoder": args.decoder}
     for key in out:
         if m := QK_PROJ.match(key):
@@ -129,7 +116,7 @@ def from_transformers(weights: dict) -> tuple:
     audio_embeddings = [weights[k] for k in AUDIO_EMBEDDINGS if k in weights]
     if audio_embeddings:
         csm["audio_embeddings.weight"] = audio_embeddings[0]
-    return _rename(csm, TRANSFORMERS_RENAMES), codec
+    return rename_keys(csm, TRANSFORMERS_RENAMES), codec
 
 
 def _check_against_model(weights: dict, args: ModelArgs, source):

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ...checkpoint import load_safetensors
 from .kokoro import Model
 from .voices import read_voices, save_voice
 
@@ -48,10 +49,7 @@ def read_source_weights(src: Path, config: dict) -> tuple[dict, str]:
 
         return {k: mx.array(np.asarray(v)) for k, v in _flatten_pth(load_torch_file(pth[0]), pth[0]).items()}, "torch"
     if safetensors:
-        weights = {}
-        for f in safetensors:
-            weights.update(mx.load(str(f)))
-        return weights, ("mlx_audio" if "quantization" in config else "torch")
+        return load_safetensors(safetensors), ("mlx_audio" if "quantization" in config else "torch")
     raise FileNotFoundError(f"{src}: no Kokoro weights (*.pth or *.safetensors)")
 
 

@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ...checkpoint import torch_conv_transpose_weight, torch_conv_weight
 from .albert import Albert, AlbertArgs
 from .istftnet import HARMONICS, SAMPLE_RATE, Decoder
 from .modules import ProsodyPredictor, TextEncoder
@@ -208,18 +209,6 @@ def fold_weight_norm(v: mx.array, g: mx.array) -> mx.array:
     return (v * scale).astype(v.dtype)
 
 
-def conv_weight(w: mx.array) -> mx.array:
-    """torch Conv1d [C_out, C_in / groups, K] -> MLX [C_out, K, C_in / groups]."""
-    return w.swapaxes(1, 2)
-
-
-def conv_transpose_weight(w: mx.array, groups: int) -> mx.array:
-    """torch ConvTranspose1d [C_in, C_out / groups, K] -> MLX [C_out, K, C_in / groups]."""
-    c_in, c_out_group, k = w.shape
-    w = w.reshape(groups, c_in // groups, c_out_group, k).transpose(0, 2, 3, 1)
-    return w.reshape(groups * c_out_group, k, c_in // groups)
-
-
 def _merge_lstm(prefix: str, parts: dict) -> dict:
     names = [p + suffix for suffix in ("", "_reverse") for p in LSTM_PARTS]
     missing = [f"{prefix}.{name}" for name in names if name not in parts]
@@ -255,14 +244,14 @@ def _sanitize_torch(weights: dict) -> dict:
                 raise ValueError(f"{g_key} is missing (needed with {key})")
             value = fold_weight_norm(value, weights[g_key])
             if module.endswith(".pool"):  # depthwise: one group per channel
-                value = conv_transpose_weight(value, groups=value.shape[0])
+                value = torch_conv_transpose_weight(value, groups=value.shape[0])
             elif ".ups." in module:
-                value = conv_transpose_weight(value, groups=1)
+                value = torch_conv_transpose_weight(value, groups=1)
             else:
-                value = conv_weight(value)
+                value = torch_conv_weight(value)
             key = f"{module}.weight"
         elif name == "weight" and PLAIN_CONVS.search(module):
-            value = conv_weight(value)
+            value = torch_conv_weight(value)
         elif re.search(r"\.alpha[12]\.\d+$", key):
             value = value.reshape(-1)
         elif match := TEXT_ENCODER_NORM.match(key):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from ...checkpoint import load_safetensors, rename_keys, torch_conv_transpose_weight, torch_conv_weight
 from .model import ModelArgs
 
 KYUTAI_CHECKPOINT = "tokenizer-e351c8d8-checkpoint125.safetensors"
@@ -85,15 +86,6 @@ def detect_layout(weights: dict) -> str:
     raise ValueError(f"not a Mimi checkpoint: unrecognised weight names ({sample} ...)")
 
 
-def _rename(weights: dict, renames) -> dict:
-    out = {}
-    for key, value in weights.items():
-        for pattern, replacement in renames:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
-
-
 def _split_fused_qkv(weights: dict, args: ModelArgs) -> dict:
     """kyutai's fused `in_proj_weight` -> q/k/v projections, q and k permuted to rotate-half RoPE."""
     out = {}
@@ -133,18 +125,6 @@ def _seanet_paths(args: ModelArgs, side: str) -> dict:
     return paths
 
 
-def _conv(weight: mx.array) -> mx.array:
-    """torch Conv1d [out, in, k] -> MLX [out, k, in]."""
-    return weight.swapaxes(1, 2)
-
-
-def _conv_transpose(weight: mx.array, groups: int) -> mx.array:
-    """torch ConvTranspose1d [in, out/groups, k] -> MLX [out, k, in/groups]."""
-    cin, cout_g, k = weight.shape
-    w = weight.reshape(groups, cin // groups, cout_g, k).transpose(0, 2, 3, 1)
-    return w.reshape(groups * cout_g, k, cin // groups)
-
-
 def _from_transformers(weights: dict, args: ModelArgs) -> dict:
     out, codebooks, unused = {}, {}, []
     seanet = {side: _seanet_paths(args, side) for side in ("encoder", "decoder")}
@@ -160,16 +140,16 @@ def _from_transformers(weights: dict, args: ModelArgs) -> dict:
             if name == "bias":
                 out[f"{side}.{path}.bias"] = value
             elif path.endswith("upsample"):
-                out[f"{side}.{path}.weight"] = _conv_transpose(value, 1)
+                out[f"{side}.{path}.weight"] = torch_conv_transpose_weight(value, 1)
             else:
-                out[f"{side}.{path}.weight"] = _conv(value)
+                out[f"{side}.{path}.weight"] = torch_conv_weight(value)
         elif m := TRANSFORMER.match(key):
             side, layer, rest = m.groups()
             out[f"{side}_transformer.layers.{layer}.{LAYER_SCALES.get(rest, rest)}"] = value
         elif key == "downsample.conv.weight":
-            out["downsample.weight"] = _conv(value)
+            out["downsample.weight"] = torch_conv_weight(value)
         elif key == "upsample.conv.weight":
-            out["upsample.weight"] = _conv_transpose(value, args.upsample_groups)
+            out["upsample.weight"] = torch_conv_transpose_weight(value, args.upsample_groups)
         elif m := PROJECTION.match(key):
             out[f"quantizer.{m.group(1)}.{m.group(2)}.weight"] = value.squeeze(-1)
         elif m := CODEBOOK.match(key):
@@ -196,9 +176,9 @@ def convert_weights(weights: dict, args: ModelArgs) -> dict:
     """Any supported Mimi layout -> {name: mx.array} in this package's layout, float32."""
     layout = detect_layout(weights)
     if layout == "kyutai":
-        weights = _split_fused_qkv(_rename(weights, KYUTAI_RENAMES), args)
+        weights = _split_fused_qkv(rename_keys(weights, KYUTAI_RENAMES), args)
     elif layout == "transformers":
-        weights = _rename(weights, NESTED_RENAMES)
+        weights = rename_keys(weights, NESTED_RENAMES)
     if layout != "mlx":
         weights = _from_transformers(weights, args)
     return {k: v.astype(mx.float32) for k, v in weights.items()}
@@ -215,13 +195,7 @@ def read_checkpoint(path) -> tuple:
         files, config = [path], {}
     if not files:
         raise FileNotFoundError(f"no Mimi checkpoint (*.safetensors) in {path}")
-    weights = {}
-    for file in files:
-        try:
-            weights.update(mx.load(str(file)))
-        except Exception as e:
-            raise ValueError(f"{file}: can't read safetensors ({e})") from None
-    return config, weights
+    return config, load_safetensors(files)
 
 
 def convert(src_dir, dst_dir):
