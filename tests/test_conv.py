@@ -122,12 +122,31 @@ DIRECT_SHAPES = [
 ]
 
 
+# Transposed: (T, C_in, C_out, K, stride, padding, output_padding), >= 512 output rows.
+DIRECT_TRANSPOSED_SHAPES = [
+    (60, 512, 256, 20, 10, 5, 0),  # Kokoro's upsamplers
+    (100, 256, 128, 12, 6, 3, 0),
+    (300, 48, 48, 3, 2, 1, 1),
+    (170, 20, 70, 5, 3, 0, 2),
+    (130, 8, 5, 2, 4, 0, 3),  # kernel < stride: phases that no tap reaches
+]
+
+
 @pytest.mark.parametrize("shape", DIRECT_SHAPES)
 def test_direct_kernel_long_inputs(kernel, shape):
     t, c_in, c_out, k, stride, padding, dilation = shape
     x, w, b = random_operands(t, c_in, c_out, k, batch=2 if t < 800 else 1)
     expected = conv.conv1d_matmul(x, w, stride, padding, dilation) + b
     assert_close(kernel.conv1d(x, w, b, stride, padding, dilation), expected)
+
+
+@pytest.mark.parametrize("shape", DIRECT_TRANSPOSED_SHAPES)
+def test_direct_kernel_long_transposed(kernel, shape):
+    t, c_in, c_out, k, stride, padding, output_padding = shape
+    x, w, b = random_operands(t, c_in, c_out, k, batch=2)
+    expected = reference(True, x, w, b, stride, padding, output_padding)
+    assert expected.shape[1] >= 512
+    assert_close(kernel.conv_transpose1d(x, w, b, stride, padding, output_padding), expected)
 
 
 def test_kernel_splits_long_inputs_over_threads(kernel):

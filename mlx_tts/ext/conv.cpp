@@ -35,8 +35,8 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int kBlockElements = 512 * 256;
 // Fewer output rows than this per chunk of work cost more in thread handoff than they save.
 constexpr int kMinRowsPerChunk = 32;
-// From this many output rows on, conv1d runs the direct kernel (when the CPU has AVX-512): packing its
-// weights costs about as much as computing a few dozen rows.
+// From this many output rows on, convolutions run the direct kernel (when the CPU has AVX-512): packing
+// its weights costs about as much as computing a few dozen rows.
 constexpr int kDirectMinRows = 512;
 // Direct kernel work chunks, in 6-row tiles: 16-32 tiles keep a chunk's input rows in L2.
 constexpr int kMinTilesPerChunk = 8, kMaxTilesPerChunk = 32;
@@ -112,6 +112,56 @@ void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* 
   }
 }
 
+// The row families (see TapFamily) of a convolution and rows [first, last] of each that land in the output.
+struct Family {
+  TapFamily rows;
+  int tap_first, tap_stride, first, last;
+};
+
+std::vector<Family> tap_families(const ConvShape& s, bool transpose) {
+  if (!transpose) {
+    return {{{-s.padding, s.stride, s.dilation, s.kernel, 0, s.c_out}, 0, 1, 0, s.t_out - 1}};
+  }
+  // Output row o = u * stride + phase - padding takes taps phase + j * stride from input rows u - j.
+  std::vector<Family> families;
+  for (int phase = 0; phase < s.stride; ++phase) {
+    const int taps = phase < s.kernel ? (s.kernel - phase + s.stride - 1) / s.stride : 0;
+    const long y_first = static_cast<long>(phase - s.padding) * s.c_out;
+    families.push_back({{0, 1, -1, taps, y_first, static_cast<long>(s.stride) * s.c_out}, phase, s.stride,
+                        ceil_div(s.padding - phase, s.stride), floor_div(s.t_out - 1 + s.padding - phase, s.stride)});
+  }
+  return families;
+}
+
+// Runs every family through the direct kernel, its weights packed once per call.
+void direct_conv(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias, float* y) {
+  for (const Family& family : tap_families(s, transpose)) {
+    const int rows = family.last - family.first + 1;
+    if (rows <= 0) {
+      continue;
+    }
+    if (family.rows.taps == 0) {  // a phase no tap reaches (kernel < stride): bias only
+      for (int b = 0; b < s.batch; ++b) {
+        for (int u = family.first; u <= family.last; ++u) {
+          fill_rows(y + static_cast<size_t>(b) * s.t_out * s.c_out + family.rows.y_first + u * family.rows.y_step,
+                    bias, 1, s.c_out);
+        }
+      }
+      continue;
+    }
+    const std::vector<float> packed = pack_taps(s, w, family.tap_first, family.tap_stride, family.rows.taps);
+    const int tiles = (rows + 5) / 6;
+    for (int b = 0; b < s.batch; ++b) {
+      const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
+      float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
+      parallel_for(tiles, kMinTilesPerChunk, kMaxTilesPerChunk, [&](int t0, int t1) {
+        direct_rows(s, family.rows, xb, packed.data(), bias, yb, family.first + t0 * 6,
+                    std::min(family.last + 1, family.first + t1 * 6));
+      });
+    }
+  }
+}
+
 class TapConv : public mx::Primitive {
  public:
   TapConv(mx::Stream stream, bool transpose, int stride, int padding, int extra)
@@ -132,16 +182,8 @@ class TapConv : public mx::Primitive {
     const float* bias = inputs.size() > 2 ? inputs[2].data<float>() : nullptr;
     encoder.dispatch([s, transpose = transpose_, x = x.data<float>(), w = w.data<float>(), bias,
                       y = y.data<float>()]() {
-      if (!transpose && s.t_out >= kDirectMinRows && direct_conv_available()) {
-        const std::vector<float> packed = pack_conv_weights(s, w);
-        const int tiles = (s.t_out + 5) / 6;
-        for (int b = 0; b < s.batch; ++b) {
-          const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
-          float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
-          parallel_for(tiles, kMinTilesPerChunk, kMaxTilesPerChunk, [&](int t0, int t1) {
-            direct_conv_rows(s, xb, packed.data(), bias, yb, t0 * 6, std::min(s.t_out, t1 * 6));
-          });
-        }
+      if (s.t_out >= kDirectMinRows && direct_conv_available()) {
+        direct_conv(s, transpose, x, w, bias, y);
         return;
       }
       for (int b = 0; b < s.batch; ++b) {

@@ -1,10 +1,11 @@
-// Direct conv1d: out[t, o] = bias[o] + sum_k sum_i x[t * stride - padding + k * dilation, i] * w[o, k, i].
+// Direct convolution: out[t, o] = bias[o] + sum over taps and input channels of x * w, for a family of
+// output rows that share their taps (see TapFamily).
 //
 // A tile of 6 output rows x 64 output channels (24 AVX-512 accumulators) sums over every tap and input
 // channel in registers: per step, 4 vector loads of the packed weights and 6 broadcasts of x, 24 FMAs.
 // x is read in place (rows at a fixed stride), so unlike a BLAS call per tap there is no packing of the
-// input and the output is stored once instead of once per tap. Tiles whose rows reach into the padding
-// read a zero-padded copy of just the rows they need.
+// input and the output is stored once instead of once per tap. Tiles whose rows reach past either end of
+// the input read a zero-padded copy of just the rows they need.
 
 #include "direct_conv.h"
 
@@ -91,50 +92,53 @@ bool direct_conv_available() {
   return available;
 }
 
-std::vector<float> pack_conv_weights(const ConvShape& s, const float* w) {
+std::vector<float> pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride, int taps) {
   const int panels = (s.c_out + kPanel - 1) / kPanel;
-  const size_t depth = static_cast<size_t>(s.kernel) * s.c_in;
+  const size_t depth = static_cast<size_t>(taps) * s.c_in;
   std::vector<float> packed(panels * depth * kPanel, 0.0f);
   for (int o = 0; o < s.c_out; ++o) {
     float* column = packed.data() + (o / kPanel) * depth * kPanel + o % kPanel;
-    const float* wo = w + o * depth;  // w[o] is [K, C_in], already in k * C_in + i order
-    for (size_t d = 0; d < depth; ++d) {
-      column[d * kPanel] = wo[d];
+    for (int j = 0; j < taps; ++j) {
+      const float* wk = w + (static_cast<size_t>(o) * s.kernel + tap_first + j * tap_stride) * s.c_in;
+      for (int i = 0; i < s.c_in; ++i) {
+        column[(static_cast<size_t>(j) * s.c_in + i) * kPanel] = wk[i];
+      }
     }
   }
   return packed;
 }
 
-void direct_conv_rows(const ConvShape& s, const float* x, const float* packed, const float* bias, float* y, int r0,
-                      int r1) {
-  const long row_step = static_cast<long>(s.stride) * s.c_in;
-  const long tap_step = static_cast<long>(s.dilation) * s.c_in;
-  const size_t depth = static_cast<size_t>(s.kernel) * s.c_in;
+void direct_rows(const ConvShape& s, const TapFamily& f, const float* x, const float* packed, const float* bias,
+                 float* y, int u0, int u1) {
+  const long row_step = static_cast<long>(f.x_step) * s.c_in;
+  const long tap_step = static_cast<long>(f.x_tap_step) * s.c_in;
+  const size_t depth = static_cast<size_t>(f.taps) * s.c_in;
   const int panels = (s.c_out + kPanel - 1) / kPanel;
-  // Input rows that one tile reads, from its first row's first tap to its last row's last tap.
-  const int span = (kRows - 1) * s.stride + (s.kernel - 1) * s.dilation + 1;
-  std::vector<float> padded;  // zero-padded input rows for tiles that reach into the padding
+  const int tap_reach = (f.taps - 1) * f.x_tap_step;  // input rows from tap 0 to the last tap (may be < 0)
+  std::vector<float> padded;  // zero-padded input rows for tiles that reach past either end of x
   // Panels outside: one panel (depth x 64 floats) stays in L2 while the tiles of these rows stream by.
   for (int p = 0; p < panels; ++p) {
     const int valid = std::min(kPanel, s.c_out - p * kPanel);
     const int vecs = (valid + kVector - 1) / kVector;
     const float* panel = packed + p * depth * kPanel;
-    for (int t0 = r0; t0 < r1; t0 += kRows) {
-      const int rows = std::min(kRows, r1 - t0);
-      const int first = t0 * s.stride - s.padding;
-      const int last = (t0 + rows - 1) * s.stride - s.padding + (s.kernel - 1) * s.dilation;
-      const float* a = x + static_cast<long>(first) * s.c_in;
-      if (first < 0 || last >= s.t_in) {
-        padded.assign(static_cast<size_t>(span) * s.c_in, 0.0f);
-        const int lo = std::max(first, 0), hi = std::min(last, s.t_in - 1);
-        if (hi >= lo) {
-          std::memcpy(padded.data() + static_cast<size_t>(lo - first) * s.c_in,
-                      x + static_cast<size_t>(lo) * s.c_in, static_cast<size_t>(hi - lo + 1) * s.c_in * sizeof(float));
+    for (int u = u0; u < u1; u += kRows) {
+      const int rows = std::min(kRows, u1 - u);
+      const int start = f.x_first + u * f.x_step;  // input row of this tile's first row and first tap
+      const int lo = start + std::min(0, tap_reach);
+      const int hi = start + (rows - 1) * f.x_step + std::max(0, tap_reach);
+      const float* a = x + static_cast<long>(start) * s.c_in;
+      if (lo < 0 || hi >= s.t_in) {
+        padded.assign(static_cast<size_t>(hi - lo + 1) * s.c_in, 0.0f);
+        const int copy_lo = std::max(lo, 0), copy_hi = std::min(hi, s.t_in - 1);
+        if (copy_hi >= copy_lo) {
+          std::memcpy(padded.data() + static_cast<size_t>(copy_lo - lo) * s.c_in,
+                      x + static_cast<size_t>(copy_lo) * s.c_in,
+                      static_cast<size_t>(copy_hi - copy_lo + 1) * s.c_in * sizeof(float));
         }
-        a = padded.data();
+        a = padded.data() + static_cast<size_t>(start - lo) * s.c_in;
       }
-      tile_for(rows, vecs)(a, row_step, tap_step, s.kernel, s.c_in, panel, bias ? bias + p * kPanel : nullptr,
-                           valid, y + static_cast<size_t>(t0) * s.c_out + p * kPanel, s.c_out);
+      tile_for(rows, vecs)(a, row_step, tap_step, f.taps, s.c_in, panel, bias ? bias + p * kPanel : nullptr, valid,
+                           y + f.y_first + u * f.y_step + p * kPanel, f.y_step);
     }
   }
 }

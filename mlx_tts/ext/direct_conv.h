@@ -1,4 +1,4 @@
-// A direct (register-blocked) conv1d kernel for AVX-512 CPUs, used by conv.cpp for long inputs.
+// A direct (register-blocked) convolution kernel for AVX-512 CPUs, used by conv.cpp for long inputs.
 
 #pragma once
 
@@ -10,16 +10,26 @@ struct ConvShape {
   int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
 };
 
+// A family of output rows that share their taps. Row u of the family is output row y_first + u * y_step
+// and sums, over tap j < taps, input row x_first + u * x_step + j * x_tap_step times the j-th packed tap.
+// conv1d is one family: output row u reads input row u * stride - padding + j * dilation. A transposed
+// convolution is one family per phase (output row modulo stride), each a convolution with a subset of the
+// taps, walking back through the input.
+struct TapFamily {
+  int x_first, x_step, x_tap_step, taps;
+  long y_first, y_step;
+};
+
 // Whether this CPU can run the direct kernel (AVX-512F).
 bool direct_conv_available();
 
-// Weights [C_out, K, C_in] -> panels of 64 output channels, laid out [panel][k * C_in + i][64], the last
-// panel zero-padded: the kernel streams one panel row per input channel and tap.
-std::vector<float> pack_conv_weights(const ConvShape& s, const float* w);
+// Taps tap_first + j * tap_stride (j < taps) of weights [C_out, K, C_in] -> panels of 64 output channels,
+// laid out [panel][j * C_in + i][64], the last panel zero-padded.
+std::vector<float> pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride, int taps);
 
-// Output rows [r0, r1) of one batch item (x: [t_in, c_in], y: [t_out, c_out]): every tap of a 6-row x
-// 64-channel tile accumulates in registers and the tile is written once, bias included.
-void direct_conv_rows(const ConvShape& s, const float* x, const float* packed, const float* bias, float* y, int r0,
-                      int r1);
+// Family rows [u0, u1) of one batch item (x: [t_in, c_in], y: [t_out, c_out]): 6-row x 64-channel tiles
+// accumulate every tap in registers and are written once, bias included.
+void direct_rows(const ConvShape& s, const TapFamily& family, const float* x, const float* packed, const float* bias,
+                 float* y, int u0, int u1);
 
 }  // namespace mlx_tts
