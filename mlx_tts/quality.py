@@ -1,8 +1,8 @@
 """Objective comparison of two takes: a candidate model (e.g. quantized) against its reference (full precision)
 on the same text, voice and seed.
 
-Measures: log-mel spectral distance (mean absolute dB), per-token duration agreement (Kokoro), waveform SNR
-against the reference, size on disk and in memory, peak memory and real-time factor of each take.
+Measures: log-mel spectral distance (mean absolute dB), per-token duration agreement (Kokoro), waveform and
+spectral (STFT magnitude) SNR against the reference, size on disk and in memory, peak memory and real-time factor of each take.
 """
 
 import time
@@ -41,15 +41,19 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE, fmax
     return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
 
 
-def log_mel(audio, n_fft: int = 1024, hop: int = 256, n_mels: int = 80, floor_db: float = -100.0) -> np.ndarray:
-    """Log-mel power spectrogram in dB, [frames, n_mels]."""
+def magnitude_spectrogram(audio, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
+    """|STFT| with a periodic Hann window, centered frames, [frames, n_fft // 2 + 1]."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     audio = np.pad(audio, (n_fft // 2, n_fft // 2))
     n_frames = 1 + max(0, len(audio) - n_fft) // hop
     frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop][:n_frames]
-    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
-    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2
-    mel = power @ mel_filterbank(n_fft, n_mels).T
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    return np.abs(np.fft.rfft(frames * window, axis=-1))
+
+
+def log_mel(audio, n_fft: int = 1024, hop: int = 256, n_mels: int = 80, floor_db: float = -100.0) -> np.ndarray:
+    """Log-mel power spectrogram in dB, [frames, n_mels]."""
+    mel = magnitude_spectrogram(audio, n_fft, hop) ** 2 @ mel_filterbank(n_fft, n_mels).T
     return np.maximum(10.0 * np.log10(np.maximum(mel, 1e-12)), floor_db)
 
 
@@ -68,6 +72,17 @@ def snr_db(reference, candidate) -> float:
     n = min(len(reference), len(candidate))
     noise = np.sum((reference[:n] - candidate[:n]) ** 2)
     return float(10 * np.log10(np.sum(reference[:n] ** 2) / max(noise, 1e-20)))
+
+
+def spectral_snr_db(reference, candidate) -> float:
+    """SNR of the candidate's STFT magnitudes against the reference's, over the common frames. Unlike the
+    waveform SNR it ignores phase: Kokoro's harmonic source integrates F0 over the whole utterance, so a tiny
+    F0 change drifts the waveform's phase and drives the waveform SNR to about 0 dB even when the takes
+    sound the same."""
+    a, b = magnitude_spectrogram(reference), magnitude_spectrogram(candidate)
+    n = min(len(a), len(b))
+    noise = np.sum((a[:n] - b[:n]) ** 2)
+    return float(10 * np.log10(np.sum(a[:n] ** 2) / max(noise, 1e-20)))
 
 
 def duration_agreement(reference, candidate) -> dict:
@@ -95,6 +110,7 @@ def kokoro_take(model, text: str, voice: str, seed: int = 0, lang_code: str = "a
     mx.reset_peak_memory()
     start = time.perf_counter()
     results = list(pipeline(text, voice=voice, speed=speed))
+    mx.eval([r.audio for r in results])  # the pipeline's audio comes back unevaluated
     seconds = time.perf_counter() - start
     audio = np.concatenate([np.asarray(r.audio[0]) for r in results])
     durations = np.concatenate([np.asarray(r.durations) for r in results])
@@ -119,6 +135,7 @@ def compare_takes(reference: Take, candidate: Take) -> dict:
     report = {
         "log_mel_distance_db": log_mel_distance(reference.audio, candidate.audio),
         "snr_db": snr_db(reference.audio, candidate.audio),
+        "spectral_snr_db": spectral_snr_db(reference.audio, candidate.audio),
         "length_ratio": len(candidate.audio) / max(len(reference.audio), 1),
         "rtf_reference": reference.real_time_factor,
         "rtf_candidate": candidate.real_time_factor,

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...quantize import linear  # quantized layers over many tokens run as float GEMMs on the CPU
+
 # Hugging Face's names for the activations ALBERT checkpoints use; "gelu_new" is the tanh approximation.
 ACTIVATIONS = {"gelu_new": nn.gelu_approx, "gelu": nn.gelu}
 
@@ -81,10 +83,10 @@ class AlbertAttention(nn.Module):
         def heads(y):
             return y.reshape(B, L, self.num_heads, -1).transpose(0, 2, 1, 3)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q, k, v = heads(linear(self.query, x)), heads(linear(self.key, x)), heads(linear(self.value, x))
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
         out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)
-        return self.LayerNorm(x + self.dense(out))
+        return self.LayerNorm(x + linear(self.dense, out))
 
 
 class AlbertLayer(nn.Module):
@@ -98,7 +100,7 @@ class AlbertLayer(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.attention(x)
-        return self.full_layer_layer_norm(x + self.ffn_output(self.activation(self.ffn(x))))
+        return self.full_layer_layer_norm(x + linear(self.ffn_output, self.activation(linear(self.ffn, x))))
 
 
 class AlbertEncoder(nn.Module):
@@ -109,7 +111,7 @@ class AlbertEncoder(nn.Module):
         self.layer = AlbertLayer(args)
 
     def __call__(self, x: mx.array) -> mx.array:
-        x = self.embedding_hidden_mapping_in(x)
+        x = linear(self.embedding_hidden_mapping_in, x)
         for _ in range(self.num_hidden_layers):
             x = self.layer(x)
         return x

@@ -11,6 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...conv import conv1d, conv_transpose1d
+from ...quantize import PackedWeights, QuantizableConv
 
 # Output scale of a residual block: torch.rsqrt(torch.tensor(2)) in float32.
 RSQRT2 = 1 / math.sqrt(2)
@@ -21,7 +22,7 @@ def _init_weight(shape, fan_in):
     return mx.random.uniform(-scale, scale, shape)
 
 
-class Conv1d(nn.Module):
+class Conv1d(QuantizableConv):
     """weight: [C_out, K, C_in / groups]."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True):
@@ -36,8 +37,10 @@ class Conv1d(nn.Module):
         return conv1d(x, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class ConvTranspose1d(nn.Module):
+class ConvTranspose1d(QuantizableConv):
     """weight: [C_out, K, C_in / groups] (MLX's layout for transposed convolutions)."""
+
+    transposed = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1):
         super().__init__()
@@ -122,6 +125,23 @@ def _lstm_step(gates_x, h, c, w_hh):
     return mx.sigmoid(o) * mx.tanh(c), c
 
 
+def bilstm(x, weight_ih, weight_hh, bias):
+    """A single-layer bidirectional LSTM over x [B, T, in] (see BiLSTM for the weights' layout)."""
+    B, T, _ = x.shape
+    H = weight_hh.shape[-1]
+    gates_x = mx.addmm(bias, x, weight_ih.T).reshape(B, T, 2, 4 * H)
+    # [2, T, B, 4H], the reverse direction's inputs in its own time order.
+    gates_x = mx.stack([gates_x[:, :, 0].swapaxes(0, 1), gates_x[:, ::-1, 1].swapaxes(0, 1)])
+    w_hh = weight_hh.swapaxes(1, 2)
+    h = c = mx.zeros((2, B, H), dtype=x.dtype)
+    hidden = []
+    for t in range(T):
+        h, c = _lstm_step(gates_x[:, t], h, c, w_hh)
+        hidden.append(h)
+    hidden = mx.stack(hidden, axis=2)  # [2, B, T, H]
+    return mx.concatenate([hidden[0], hidden[1, :, ::-1]], axis=-1)
+
+
 class BiLSTM(nn.Module):
     """Single-layer bidirectional LSTM (PyTorch's gate order i, f, g, o): [B, T, in] -> [B, T, 2 * hidden].
 
@@ -139,19 +159,31 @@ class BiLSTM(nn.Module):
         self.bias = mx.zeros((8 * hidden_size,))
 
     def __call__(self, x):
-        B, T, _ = x.shape
+        return bilstm(x, self.weight_ih, self.weight_hh, self.bias)
+
+    @property
+    def quantized_width(self) -> int:
+        return self.weight_ih.shape[1] + self.hidden_size
+
+    def to_quantized(self, group_size=64, bits=4, mode="affine"):
+        return QuantizedBiLSTM(self, group_size, bits, mode)
+
+
+class QuantizedBiLSTM(PackedWeights):
+    """A BiLSTM with its input and recurrent weights quantized as one [8H, in + H] matrix: both have 8H rows
+    (weight_hh's two directions stacked), so [weight_ih | weight_hh]. Dequantized once per sequence."""
+
+    def __init__(self, lstm: BiLSTM, group_size=64, bits=4, mode="affine"):
+        H = lstm.hidden_size
+        matrix = mx.concatenate([lstm.weight_ih, lstm.weight_hh.reshape(8 * H, H)], axis=1)
+        super().__init__(matrix, group_size, bits, mode)
+        self.hidden_size, self.bias = H, lstm.bias
+        self.freeze()
+
+    def __call__(self, x):
         H = self.hidden_size
-        gates_x = mx.addmm(self.bias, x, self.weight_ih.T).reshape(B, T, 2, 4 * H)
-        # [2, T, B, 4H], the reverse direction's inputs in its own time order.
-        gates_x = mx.stack([gates_x[:, :, 0].swapaxes(0, 1), gates_x[:, ::-1, 1].swapaxes(0, 1)])
-        w_hh = self.weight_hh.swapaxes(1, 2)
-        h = c = mx.zeros((2, B, H), dtype=x.dtype)
-        hidden = []
-        for t in range(T):
-            h, c = _lstm_step(gates_x[:, t], h, c, w_hh)
-            hidden.append(h)
-        hidden = mx.stack(hidden, axis=2)  # [2, B, T, H]
-        return mx.concatenate([hidden[0], hidden[1, :, ::-1]], axis=-1)
+        weight_ih, weight_hh = mx.split(self.matrix(), [self.width - H], axis=1)
+        return bilstm(x, weight_ih, weight_hh.reshape(2, 4 * H, H), self.bias)
 
 
 class TextEncoder(nn.Module):

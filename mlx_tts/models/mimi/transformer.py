@@ -7,28 +7,7 @@ layer the transformer runs chunk by chunk and gives the same result as on the wh
 import mlx.core as mx
 import mlx.nn as nn
 
-# From this many positions on, `linear` expands low-precision weights to float32 on the CPU (crossover measured
-# on a 2048 x 8192 layer: MLX's 4-bit and bfloat16 kernels win for 1 position, lose for 16).
-EXPAND_MIN_POSITIONS = 8
-
-
-def linear(layer: nn.Module, x: mx.array) -> mx.array:
-    """`layer(x)` for x [..., positions, in]. On the CPU, a quantized or half-precision layer applied to many
-    positions at once is run as a float32 GEMM on its expanded weights: MLX's CPU kernels for those types are
-    not BLAS-backed (4-bit, 128 positions, 2048 x 8192: 3.3 s natively, 0.22 s expanded)."""
-    if x.shape[-2] < EXPAND_MIN_POSITIONS or mx.default_device() != mx.cpu:
-        return layer(x)
-    if isinstance(layer, nn.QuantizedLinear):
-        weight = mx.dequantize(
-            layer.weight, layer.scales, layer.get("biases"), layer.group_size, layer.bits, layer.mode,
-            dtype=mx.float32,
-        )
-    elif layer.weight.dtype != mx.float32:
-        weight = layer.weight.astype(mx.float32)
-    else:
-        return layer(x)
-    y = x.astype(mx.float32) @ weight.T
-    return (y + layer.bias if "bias" in layer else y).astype(x.dtype)
+from ...quantize import linear
 
 
 class WindowCache:
