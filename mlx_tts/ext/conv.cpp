@@ -133,32 +133,44 @@ std::vector<Family> tap_families(const ConvShape& s, bool transpose) {
   return families;
 }
 
-// Runs every family through the direct kernel, its weights packed once per call.
+// Runs every family through the direct kernel: weights packed once per call, then all families' tiles
+// shared out to the threads as one list of work.
 void direct_conv(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias, float* y) {
-  for (const Family& family : tap_families(s, transpose)) {
-    const int rows = family.last - family.first + 1;
-    if (rows <= 0) {
-      continue;
+  std::vector<Family> families = tap_families(s, transpose);
+  std::vector<std::vector<float>> packed(families.size());
+  std::vector<int> tile_start = {0};  // prefix sums of the families' 6-row tiles
+  for (size_t f = 0; f < families.size(); ++f) {
+    packed[f].assign(packed_size(s, families[f].rows.taps), 0.0f);
+    const int rows = std::max(0, families[f].last - families[f].first + 1);
+    tile_start.push_back(tile_start.back() + (families[f].rows.taps > 0 ? (rows + 5) / 6 : 0));
+  }
+  parallel_for(s.c_out, 16, 64, [&](int o0, int o1) {
+    for (size_t f = 0; f < families.size(); ++f) {
+      const Family& family = families[f];
+      pack_taps(s, w, family.tap_first, family.tap_stride, family.rows.taps, o0, o1, packed[f].data());
     }
-    if (family.rows.taps == 0) {  // a phase no tap reaches (kernel < stride): bias only
-      for (int b = 0; b < s.batch; ++b) {
+  });
+  for (int b = 0; b < s.batch; ++b) {
+    const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
+    float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
+    for (const Family& family : families) {
+      if (family.rows.taps == 0) {  // a phase that no tap reaches (kernel < stride): bias only
         for (int u = family.first; u <= family.last; ++u) {
-          fill_rows(y + static_cast<size_t>(b) * s.t_out * s.c_out + family.rows.y_first + u * family.rows.y_step,
-                    bias, 1, s.c_out);
+          fill_rows(yb + family.rows.y_first + u * family.rows.y_step, bias, 1, s.c_out);
         }
       }
-      continue;
     }
-    const std::vector<float> packed = pack_taps(s, w, family.tap_first, family.tap_stride, family.rows.taps);
-    const int tiles = (rows + 5) / 6;
-    for (int b = 0; b < s.batch; ++b) {
-      const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
-      float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
-      parallel_for(tiles, kMinTilesPerChunk, kMaxTilesPerChunk, [&](int t0, int t1) {
-        direct_rows(s, family.rows, xb, packed.data(), bias, yb, family.first + t0 * 6,
-                    std::min(family.last + 1, family.first + t1 * 6));
-      });
-    }
+    parallel_for(tile_start.back(), kMinTilesPerChunk, kMaxTilesPerChunk, [&](int t0, int t1) {
+      for (size_t f = 0; f < families.size(); ++f) {
+        const int lo = std::max(t0, tile_start[f]), hi = std::min(t1, tile_start[f + 1]);
+        if (lo < hi) {
+          const Family& family = families[f];
+          const int u0 = family.first + (lo - tile_start[f]) * 6;
+          const int u1 = std::min(family.last + 1, family.first + (hi - tile_start[f]) * 6);
+          direct_rows(s, family.rows, xb, packed[f].data(), bias, yb, u0, u1);
+        }
+      }
+    });
   }
 }
 

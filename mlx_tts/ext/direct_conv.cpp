@@ -92,12 +92,16 @@ bool direct_conv_available() {
   return available;
 }
 
-std::vector<float> pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride, int taps) {
-  const int panels = (s.c_out + kPanel - 1) / kPanel;
+size_t packed_size(const ConvShape& s, int taps) {
+  const size_t panels = (s.c_out + kPanel - 1) / kPanel;
+  return panels * taps * s.c_in * kPanel;
+}
+
+void pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride, int taps, int o0, int o1,
+               float* packed) {
   const size_t depth = static_cast<size_t>(taps) * s.c_in;
-  std::vector<float> packed(panels * depth * kPanel, 0.0f);
-  for (int o = 0; o < s.c_out; ++o) {
-    float* column = packed.data() + (o / kPanel) * depth * kPanel + o % kPanel;
+  for (int o = o0; o < o1; ++o) {
+    float* column = packed + (o / kPanel) * depth * kPanel + o % kPanel;
     for (int j = 0; j < taps; ++j) {
       const float* wk = w + (static_cast<size_t>(o) * s.kernel + tap_first + j * tap_stride) * s.c_in;
       for (int i = 0; i < s.c_in; ++i) {
@@ -105,7 +109,6 @@ std::vector<float> pack_taps(const ConvShape& s, const float* w, int tap_first, 
       }
     }
   }
-  return packed;
 }
 
 void direct_rows(const ConvShape& s, const TapFamily& f, const float* x, const float* packed, const float* bias,

@@ -2,6 +2,7 @@
 
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 namespace mlx_tts {
@@ -23,9 +24,13 @@ struct TapFamily {
 // Whether this CPU can run the direct kernel (AVX-512F).
 bool direct_conv_available();
 
-// Taps tap_first + j * tap_stride (j < taps) of weights [C_out, K, C_in] -> panels of 64 output channels,
-// laid out [panel][j * C_in + i][64], the last panel zero-padded.
-std::vector<float> pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride, int taps);
+// Floats that pack_taps writes for `taps` taps.
+size_t packed_size(const ConvShape& s, int taps);
+
+// Output channels [o0, o1) of taps tap_first + j * tap_stride (j < taps) of weights [C_out, K, C_in] into
+// panels of 64 output channels, laid out [panel][j * C_in + i][64]; `packed` starts zeroed (the padding).
+void pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride, int taps, int o0, int o1,
+               float* packed);
 
 // Family rows [u0, u1) of one batch item (x: [t_in, c_in], y: [t_out, c_out]): 6-row x 64-channel tiles
 // accumulate every tap in registers and are written once, bias included.
