@@ -2,7 +2,8 @@
 on the same text, voice and seed.
 
 Measures: log-mel spectral distance (mean absolute dB), per-token duration agreement (Kokoro), waveform and
-spectral (STFT magnitude) SNR against the reference, size on disk and in memory, peak memory and real-time factor of each take.
+spectral (STFT magnitude) SNR against the reference, size on disk and in memory, peak memory and real-time
+factor of each take.
 """
 
 import time

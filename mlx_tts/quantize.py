@@ -11,10 +11,10 @@ A recipe is a list of per-layer rules `(regex, bits)` matched against module pat
 Quantizable layers are those with a `to_quantized` method: MLX's Linear and Embedding, and ours (Kokoro's
 convolutions and LSTMs, 80% of its weights), whose quantized forms are `PackedWeights` and which say how long
 their rows are (`quantized_width`). A weight is quantized in groups of `group_size` along its rows: [out, in]
-for a Linear, [C_out, K * C_in / groups] for a convolution. Ours zero-pad their rows to whole groups. Layers that can't take the group size (a Linear or Embedding whose
-input size isn't a multiple of it, one of ours whose rows are shorter than one group) stay in full precision;
-they are logged and listed in the returned config (`"quantization": {path: false}`), which is also how
-`load_model` knows to skip them.
+for a Linear, [C_out, K * C_in / groups] for a convolution. Ours zero-pad their rows to whole groups.
+Layers that can't take the group size (a Linear or Embedding whose input size isn't a multiple of it, one of
+ours whose rows are shorter than one group) stay in full precision; they are logged and listed in the returned
+config (`"quantization": {path: false}`), which is also how `load_model` knows to skip them.
 
 The model is quantized in place. Quantizing an already quantized model is refused: quantize from the
 full-precision source instead (re-quantizing would compound the errors).
@@ -168,7 +168,8 @@ class QuantizedConv(PackedWeights):
         c_out, kernel_size, group_channels = conv.weight.shape
         super().__init__(conv.weight.reshape(c_out, -1), group_size, bits, mode)
         self.kernel_size, self.group_channels = kernel_size, group_channels
-        self.transposed, self.stride, self.padding, self.groups = conv.transposed, conv.stride, conv.padding, conv.groups
+        self.transposed, self.stride, self.padding = conv.transposed, conv.stride, conv.padding
+        self.groups = conv.groups
         self.dilation = getattr(conv, "dilation", 1)
         self.output_padding = getattr(conv, "output_padding", 0)
         if "bias" in conv:

@@ -157,12 +157,17 @@ def mlx_folder(src: Path) -> Path:
 
 def quantization_predicate(quantization: dict, weights: dict):
     """Which modules to quantize, as in mlx-lm: per-path overrides in the config win (a dict of
-    bits/group_size, or False for full precision), otherwise modules whose scales are in the checkpoint."""
+    bits/group_size, or False for full precision), otherwise modules the checkpoint holds quantized: with
+    scales, biases or a packed (uint32) weight, so that a layer missing its scales is reported as such."""
 
     def predicate(path, module):
         if path in quantization:
             return quantization[path]
-        return hasattr(module, "to_quantized") and f"{path}.scales" in weights
+        weight = weights.get(f"{path}.weight")
+        packed = weight is not None and weight.dtype == mx.uint32
+        return hasattr(module, "to_quantized") and (
+            packed or f"{path}.scales" in weights or f"{path}.biases" in weights
+        )
 
     return predicate
 
