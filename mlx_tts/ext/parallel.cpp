@@ -3,7 +3,11 @@
 #include <dlfcn.h>
 #include <sched.h>
 
+#include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 
 namespace mlx_tts {
 
@@ -40,6 +44,65 @@ BlasThreads& blas_threads() {
 }
 
 }  // namespace
+
+// Worker threads waiting for jobs; never destroyed (the threads sleep until the process exits).
+class Pool {
+ public:
+  explicit Pool(int workers) {
+    for (int i = 0; i < workers; ++i) {
+      std::thread([this] { serve(); }).detach();
+    }
+  }
+
+  // Runs `work` on `helpers` pool threads besides the caller; one job at a time.
+  void run(int helpers, const std::function<void()>& work) {
+    std::lock_guard<std::mutex> one_job(job_mutex_);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      work_ = &work;
+      wanted_ = helpers;
+      running_ = 0;
+      ++generation_;
+    }
+    wake_.notify_all();
+    work();
+    // The work is all taken once the caller's share returns: helpers that have not woken up yet (late on a
+    // busy machine, or absent in a forked child) are not waited for.
+    std::unique_lock<std::mutex> lock(mutex_);
+    wanted_ = 0;
+    done_.wait(lock, [this] { return running_ == 0; });
+  }
+
+ private:
+  void serve() {
+    std::uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      wake_.wait(lock, [&] { return generation_ != seen && wanted_ > 0; });
+      seen = generation_;
+      --wanted_;
+      ++running_;
+      const std::function<void()>* work = work_;
+      lock.unlock();
+      (*work)();
+      lock.lock();
+      if (--running_ == 0) {
+        done_.notify_all();
+      }
+    }
+  }
+
+  std::mutex job_mutex_, mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void()>* work_ = nullptr;
+  int wanted_ = 0, running_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
+void run_on_pool(int threads, const std::function<void()>& work) {
+  static Pool* pool = new Pool(worker_count() - 1);
+  pool->run(std::min(threads, worker_count()) - 1, work);
+}
 
 // Called from MLX's CPU stream thread only, so the saved count needs no lock.
 void set_blas_single_threaded(bool single) {

@@ -1,11 +1,10 @@
-// Threads for the CPU kernels: one fork/join per operation, sized to the CPUs this process may use.
+// Threads for the CPU kernels: one fork/join per operation on a pool sized to the CPUs this process may use.
 
 #pragma once
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
-#include <vector>
+#include <functional>
 
 namespace mlx_tts {
 
@@ -14,6 +13,11 @@ int worker_count();
 
 // Sets a multithreaded OpenBLAS to one thread (true) and back to its previous count (false).
 void set_blas_single_threaded(bool single);
+
+// Runs `work` on the calling thread and on threads - 1 pool threads, and returns when all are done. The
+// pool's threads are started once and sleep between jobs: starting threads per operation cost up to a
+// millisecond each on a busy machine, as much as a whole small kernel.
+void run_on_pool(int threads, const std::function<void()>& work);
 
 // Runs body(begin, end) over [0, n) in chunks of about n / (4 * threads) items, but at least min_chunk and at
 // most max_chunk, on up to worker_count() threads (the calling thread is one) that take the next chunk
@@ -37,14 +41,7 @@ void parallel_for(int n, int min_chunk, int max_chunk, Body&& body) {
     }
   };
   set_blas_single_threaded(true);
-  std::vector<std::thread> helpers;
-  for (int i = 1; i < threads; ++i) {
-    helpers.emplace_back(work);
-  }
-  work();
-  for (auto& helper : helpers) {
-    helper.join();
-  }
+  run_on_pool(threads, work);
   set_blas_single_threaded(false);
 }
 }  // namespace mlx_tts
