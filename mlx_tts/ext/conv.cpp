@@ -38,8 +38,8 @@ constexpr int kMinRowsPerChunk = 32;
 // From this many output rows on, convolutions run the direct kernel (when the CPU has AVX-512): packing
 // its weights costs about as much as computing a few dozen rows.
 constexpr int kDirectMinRows = 512;
-// Direct kernel work chunks, in 6-row tiles: 16-32 tiles keep a chunk's input rows in L2.
-constexpr int kMinTilesPerChunk = 8, kMaxTilesPerChunk = 32;
+// Direct kernel work chunks, in 6-row tiles: small enough that a thread that starts late still gets a share.
+constexpr int kMinTilesPerChunk = 4, kMaxTilesPerChunk = 16;
 
 int block_rows(int c_out) {
   return std::max(16, kBlockElements / c_out);

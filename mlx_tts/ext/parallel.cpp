@@ -3,6 +3,8 @@
 #include <dlfcn.h>
 #include <sched.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -62,7 +64,7 @@ class Pool {
       work_ = &work;
       wanted_ = helpers;
       running_ = 0;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     work();
@@ -76,10 +78,19 @@ class Pool {
  private:
   void serve() {
     std::uint64_t seen = 0;
-    std::unique_lock<std::mutex> lock(mutex_);
     while (true) {
-      wake_.wait(lock, [&] { return generation_ != seen && wanted_ > 0; });
-      seen = generation_;
+      // Spin a little before sleeping: kernels come in bursts, and waking a sleeping thread can take a
+      // millisecond on a busy machine.
+      const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) {
+        std::this_thread::yield();
+      }
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
+      seen = generation_.load(std::memory_order_relaxed);
+      if (wanted_ == 0) {  // the caller finished this job alone
+        continue;
+      }
       --wanted_;
       ++running_;
       const std::function<void()>* work = work_;
@@ -92,11 +103,12 @@ class Pool {
     }
   }
 
+  static constexpr std::chrono::microseconds kSpin{200};
   std::mutex job_mutex_, mutex_;
   std::condition_variable wake_, done_;
   const std::function<void()>* work_ = nullptr;
   int wanted_ = 0, running_ = 0;
-  std::uint64_t generation_ = 0;
+  std::atomic<std::uint64_t> generation_{0};
 };
 
 void run_on_pool(int threads, const std::function<void()>& work) {
