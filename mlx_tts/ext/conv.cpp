@@ -38,7 +38,7 @@ constexpr int kMinRowsPerChunk = 32;
 // From this many output rows on, convolutions run the direct kernel (when the CPU has AVX-512): packing
 // its weights costs about as much as computing a few dozen rows.
 constexpr int kDirectMinRows = 512;
-// Direct kernel work chunks, in 6-row tiles: small enough that a thread that starts late still gets a share.
+// Direct kernel work chunks, in tiles of kDirectTileRows rows: small enough that a thread that starts late still gets a share.
 constexpr int kMinTilesPerChunk = 4, kMaxTilesPerChunk = 16;
 
 int block_rows(int c_out) {
@@ -138,11 +138,12 @@ std::vector<Family> tap_families(const ConvShape& s, bool transpose) {
 void direct_conv(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias, float* y) {
   std::vector<Family> families = tap_families(s, transpose);
   std::vector<std::vector<float>> packed(families.size());
-  std::vector<int> tile_start = {0};  // prefix sums of the families' 6-row tiles
+  constexpr int kTile = kDirectTileRows;
+  std::vector<int> tile_start = {0};  // prefix sums of the families' tiles
   for (size_t f = 0; f < families.size(); ++f) {
     packed[f].assign(packed_size(s, families[f].rows.taps), 0.0f);
     const int rows = std::max(0, families[f].last - families[f].first + 1);
-    tile_start.push_back(tile_start.back() + (families[f].rows.taps > 0 ? (rows + 5) / 6 : 0));
+    tile_start.push_back(tile_start.back() + (families[f].rows.taps > 0 ? (rows + kTile - 1) / kTile : 0));
   }
   parallel_for(s.c_out, 16, 64, [&](int o0, int o1) {
     for (size_t f = 0; f < families.size(); ++f) {
@@ -165,8 +166,8 @@ void direct_conv(const ConvShape& s, bool transpose, const float* x, const float
         const int lo = std::max(t0, tile_start[f]), hi = std::min(t1, tile_start[f + 1]);
         if (lo < hi) {
           const Family& family = families[f];
-          const int u0 = family.first + (lo - tile_start[f]) * 6;
-          const int u1 = std::min(family.last + 1, family.first + (hi - tile_start[f]) * 6);
+          const int u0 = family.first + (lo - tile_start[f]) * kTile;
+          const int u1 = std::min(family.last + 1, family.first + (hi - tile_start[f]) * kTile);
           direct_rows(s, family.rows, xb, packed[f].data(), bias, yb, u0, u1);
         }
       }

@@ -18,7 +18,7 @@ namespace mlx_tts {
 
 namespace {
 
-constexpr int kRows = 6;           // output rows per tile
+constexpr int kRows = kDirectTileRows;
 constexpr int kPanel = 64;         // output channels per packed weight panel (4 vectors of 16)
 constexpr int kVector = 16;
 

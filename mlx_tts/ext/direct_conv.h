@@ -7,6 +7,9 @@
 
 namespace mlx_tts {
 
+// Output rows per register tile of the direct kernel.
+constexpr int kDirectTileRows = 6;
+
 struct ConvShape {
   int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
 };

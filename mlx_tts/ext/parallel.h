@@ -44,4 +44,5 @@ void parallel_for(int n, int min_chunk, int max_chunk, Body&& body) {
   run_on_pool(threads, work);
   set_blas_single_threaded(false);
 }
+
 }  // namespace mlx_tts
