@@ -1,9 +1,9 @@
 """Objective comparison of two takes: a candidate model (e.g. quantized) against its reference (full precision)
 on the same text, voice and seed.
 
-Measures: log-mel spectral distance (mean absolute dB), per-token duration agreement (Kokoro), waveform and
-spectral (STFT magnitude) SNR against the reference, size on disk and in memory, peak memory and real-time
-factor of each take.
+Measures: log-mel spectral distance (mean absolute dB, frame by frame and after time alignment), per-token
+duration agreement (Kokoro), waveform and spectral (STFT magnitude) SNR against the reference, size on disk and
+in memory, peak memory and real-time factor of each take.
 """
 
 import time
@@ -58,13 +58,49 @@ def log_mel(audio, n_fft: int = 1024, hop: int = 256, n_mels: int = 80, floor_db
     return np.maximum(10.0 * np.log10(np.maximum(mel, 1e-12)), floor_db)
 
 
-def log_mel_distance(reference, candidate, dynamic_range_db: float = 80.0) -> float:
-    """Mean absolute difference of log-mel spectra in dB over the common length. Both are floored at
-    `dynamic_range_db` below the reference's peak so that silence doesn't dominate."""
+def _floored_log_mels(reference, candidate, dynamic_range_db: float):
+    """Both log-mel spectra, floored at `dynamic_range_db` below the reference's peak so that silence doesn't
+    dominate the distances."""
     a, b = log_mel(reference), log_mel(candidate)
-    n = min(len(a), len(b))
     floor = a.max() - dynamic_range_db
-    return float(np.mean(np.abs(np.maximum(a[:n], floor) - np.maximum(b[:n], floor))))
+    return np.maximum(a, floor), np.maximum(b, floor)
+
+
+def log_mel_distance(reference, candidate, dynamic_range_db: float = 80.0) -> float:
+    """Mean absolute difference of log-mel spectra in dB, frame by frame over the common length."""
+    a, b = _floored_log_mels(reference, candidate, dynamic_range_db)
+    n = min(len(a), len(b))
+    return float(np.mean(np.abs(a[:n] - b[:n])))
+
+
+def aligned_log_mel_distance(reference, candidate, dynamic_range_db: float = 80.0) -> float:
+    """Like `log_mel_distance`, over the frame pairs of the best time alignment (dynamic time warping). One
+    token's changed duration shifts all the audio after it, which the frame-by-frame distance counts as
+    spectral error; this one measures how the sounds differ, the duration agreement how their timing does."""
+    from scipy.spatial.distance import cdist
+
+    a, b = _floored_log_mels(reference, candidate, dynamic_range_db)
+    total, pairs = warping_path_cost(cdist(a, b, "cityblock") / a.shape[1])  # mean |dB| of each frame pair
+    return total / pairs
+
+
+def warping_path_cost(cost: np.ndarray):
+    """Dynamic time warping over a [N, M] cost matrix (steps right, down, diagonal; from (0, 0) to the last
+    pair): the cheapest path's total cost and its number of pairs."""
+    total = np.empty_like(cost)  # cheapest path from (0, 0) to each pair
+    total[0] = np.cumsum(cost[0])
+    for i in range(1, len(cost)):
+        # in from the row above (straight or diagonal), then along the row: total[i, j] =
+        # min over k <= j of (entry[k] + cost[i, k+1..j]), a running minimum on cumulative sums
+        entry = cost[i] + np.minimum(total[i - 1], np.concatenate([[np.inf], total[i - 1, :-1]]))
+        along = np.cumsum(cost[i])
+        total[i] = along + np.minimum.accumulate(entry - along)
+    i, j, pairs = len(cost) - 1, cost.shape[1] - 1, 1
+    while i or j:  # walk the cheapest path back
+        moves = [(i - 1, j - 1), (i - 1, j), (i, j - 1)]
+        i, j = min((m for m in moves if min(m) >= 0), key=lambda m: total[m])
+        pairs += 1
+    return float(total[-1, -1]), pairs
 
 
 def snr_db(reference, candidate) -> float:
@@ -135,6 +171,7 @@ def take(model, text: str, seed: int = 0, **kwargs) -> Take:
 def compare_takes(reference: Take, candidate: Take) -> dict:
     report = {
         "log_mel_distance_db": log_mel_distance(reference.audio, candidate.audio),
+        "aligned_log_mel_distance_db": aligned_log_mel_distance(reference.audio, candidate.audio),
         "snr_db": snr_db(reference.audio, candidate.audio),
         "spectral_snr_db": spectral_snr_db(reference.audio, candidate.audio),
         "length_ratio": len(candidate.audio) / max(len(reference.audio), 1),

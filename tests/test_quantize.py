@@ -341,11 +341,14 @@ def test_real_kokoro_more_bits_come_closer_to_full_precision():
         quantize_model(candidate, candidate.config, group_size=64, bits=bits)
         reports[bits] = compare(reference, candidate, "The quick brown fox jumps over the lazy dog.", seed=0,
                                 voice="jf_alpha", lang_code="a")
-    summary = {b: {k: r[k] for k in ("log_mel_distance_db", "snr_db", "spectral_snr_db", "durations")}
+    measures = ("log_mel_distance_db", "aligned_log_mel_distance_db", "snr_db", "spectral_snr_db", "durations")
+    summary = {b: {k: r[k] for k in measures}
                for b, r in reports.items()}
     print(summary)
     distance = {b: r["log_mel_distance_db"] for b, r in reports.items()}
     assert distance[8] < distance[4] < distance[2], summary
+    aligned = {b: r["aligned_log_mel_distance_db"] for b, r in reports.items()}
+    assert aligned[8] < aligned[4] < aligned[2], summary
     assert distance[8] < 1.5, summary  # measured 0.65 dB
     spectral_snr = {b: r["spectral_snr_db"] for b, r in reports.items()}
     assert spectral_snr[8] > spectral_snr[4] > spectral_snr[2], summary
