@@ -9,8 +9,8 @@ It must therefore run before the first `import mlx.core`; `mlx_tts/__init__.py` 
 
 Which library (`MLX_TTS_BLAS`):
 - `auto` (default): OpenBLAS from the `scipy-openblas32` wheel (a requirement on Linux). Its symbols carry
-  a `scipy_` prefix, so a three-function C shim (`ext/blas_shim.c`) maps the standard names onto it; the
-  shim is compiled once with the system C compiler and cached (see `mlx_tts.ext.build`). Without a
+  a `scipy_` prefix, so a small C shim (`ext/blas_shim.c`) exports the standard names over it; the shim is
+  compiled once with the system C compiler and cached (see `mlx_tts.ext.build`). Without a
   compiler, a system OpenBLAS that exports the standard names (Debian: `libopenblas0-pthread`) is used.
 - `off`: leave MLX's bundled reference BLAS alone.
 - a path: load that library; it must export `cblas_sgemm`, `cblas_dgemm` and `cblas_cgemm`.
@@ -18,11 +18,13 @@ Which library (`MLX_TTS_BLAS`):
 Nothing happens off Linux, when a CUDA build of MLX (`mlx-cuda-12` / `mlx-cuda-13`) is installed (its
 default device is the GPU, whose kernels never call a CPU BLAS), or when `mlx.core` was imported first.
 
-Threads: OpenBLAS runs single-threaded unless `OPENBLAS_NUM_THREADS` says otherwise. On a machine shared
-with other work (2 cores, several busy processes) a 2-thread OpenBLAS made mid-sized GEMVs (1 x 1024 x 1024)
-100x slower (median) and gained at most 1.4x on large GEMMs; quiet, 2 threads are up to 2x faster. The
-convolutions, where Kokoro spends its time, use every core anyway through their own threads
-(`mlx_tts.ext`, `MLX_TTS_THREADS`).
+Threads: OpenBLAS splits a GEMM statically over its threads, so on a machine shared with other work
+(2 cores, several busy processes) a 2-thread OpenBLAS made mid-sized GEMVs (1 x 1024 x 1024) 100x slower
+(median), while on a quiet machine 2 threads are 2x faster for GEMMs and GEMVs alike. So OpenBLAS itself
+runs single-threaded, and the shim cuts large sgemm calls into blocks that a small thread pool takes
+one at a time (`ext/blas_shim.c`; `MLX_TTS_THREADS` threads, default: the CPUs this process may use): a
+thread that gets no CPU time just takes fewer blocks. With `OPENBLAS_NUM_THREADS` set, OpenBLAS threads
+as told instead. A system OpenBLAS (no shim) runs single-threaded unless that variable says otherwise.
 On CPUs with AVX-512, `OPENBLAS_CORETYPE` defaults to `SkylakeX` (its AVX-512 kernels): OpenBLAS 0.3.34
 does not recognize AMD Zen 5 and would run its AVX2 kernels at half the speed.
 """
@@ -42,6 +44,7 @@ _SYMBOLS = ("cblas_sgemm", "cblas_dgemm", "cblas_cgemm")
 _CUDA_BUILDS = ("mlx-cuda-12", "mlx-cuda-13", "mlx-cuda")
 _active = None
 _decided = False
+_shim = None  # path of the compiled scipy-openblas32 shim, once built
 
 
 def active():
@@ -73,7 +76,8 @@ def enable():
         if missing:
             logger.warning("MLX_TTS_BLAS: %s does not export %s", path, ", ".join(missing))
             continue
-        if "OPENBLAS_NUM_THREADS" not in os.environ and hasattr(library, "openblas_set_num_threads"):
+        single = path != _shim and "OPENBLAS_NUM_THREADS" not in os.environ  # see "Threads" above
+        if single and hasattr(library, "openblas_set_num_threads"):
             library.openblas_set_num_threads(1)
         _active = str(path)
         logger.debug("MLX CPU BLAS: %s", _active)
@@ -124,9 +128,11 @@ def _candidates():
 
 
 def _scipy_openblas_shim():
+    global _shim
     import scipy_openblas32
 
     lib_dir = scipy_openblas32.get_lib_dir()
     source = os.path.join(os.path.dirname(__file__), "ext", "blas_shim.c")
-    link = [f"-L{lib_dir}", f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib_dir}"]
-    return build_library("blas_shim", [source], link, language="c")
+    link = [f"-L{lib_dir}", f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib_dir}", "-pthread"]
+    _shim = build_library("blas_shim", [source], link, language="c")
+    return _shim

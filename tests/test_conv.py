@@ -328,17 +328,26 @@ BLAS_PROBE = textwrap.dedent(
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((300, 500), dtype=np.float32), rng.standard_normal((500, 200), dtype=np.float32)
     product = np.array(mx.array(a) @ mx.array(b))
+    # Shapes the shim cuts into blocks of columns (wide, GEMV, transposed operands) or rows (tall).
+    errors = []
+    for m, k, n in [(1, 2048, 4096), (700, 129, 3000), (3000, 64, 100), (5, 1024, 1024)]:
+        u, v = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+        want = u.astype(np.float64) @ v.astype(np.float64)
+        for got in (mx.array(u) @ mx.array(v), mx.array(u) @ mx.array(v.T.copy()).T, mx.array(u.T.copy()).T @ mx.array(v)):
+            errors.append(float(np.abs(np.array(got) - want).max() / np.abs(want).max()))
     x, w = mx.array(rng.standard_normal((1, 400, 32), dtype=np.float32)), mx.array(rng.standard_normal((24, 7, 32), dtype=np.float32))
     conv_err = mx.abs(ext.cpu_kernels().conv1d(x, w, None, 1, 9, 3) - mx.conv1d(x, w, padding=9, dilation=3)).max().item()
     exact = a.astype(np.float64) @ b.astype(np.float64)
     np.save(sys.argv[1], product)
-    print(json.dumps({"active": active, "matmul_err": float(np.abs(product - exact).max()), "conv_err": conv_err}))
+    print(json.dumps({"active": active, "matmul_err": float(np.abs(product - exact).max()), "conv_err": conv_err,
+                      "shapes_err": max(errors)}))
     """
 )
 
 
 def run_blas_probe(tmp_path, setting, name):
-    env = {**os.environ, "MLX_TTS_BLAS": setting, "PYTHONPATH": str(ROOT)}
+    # Two threads even on a one-CPU machine, so that the shim's thread pool runs.
+    env = {**os.environ, "MLX_TTS_BLAS": setting, "MLX_TTS_THREADS": "2", "PYTHONPATH": str(ROOT)}
     out = tmp_path / f"{name}.npy"
     result = subprocess.run(
         [sys.executable, "-c", BLAS_PROBE, str(out)], env=env, capture_output=True, text=True, timeout=300
@@ -355,6 +364,7 @@ def test_blas_auto_and_off_agree(tmp_path):
     assert off["active"] is None
     for result in (auto, off):
         assert result["matmul_err"] < 1e-3
+        assert result["shapes_err"] < 1e-5
         assert result["conv_err"] < 1e-3
     # Same inputs, different summation order: proof that MLX's GEMM really ran on another library.
     assert not np.array_equal(auto_product, off_product)
