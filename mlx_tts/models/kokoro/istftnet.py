@@ -20,11 +20,6 @@ VOICED_THRESHOLD = 10  # Hz
 MAX_LOG_MAGNITUDE = 80.0
 
 
-@mx.compile
-def snake(x, alpha):
-    return x + (1 / alpha) * mx.sin(alpha * x) ** 2
-
-
 class AdaINResBlock1(nn.Module):
     """The generator's residual block: per dilation, AdaIN -> Snake -> dilated conv -> AdaIN -> Snake -> conv."""
 
@@ -43,8 +38,8 @@ class AdaINResBlock1(nn.Module):
         for conv1, conv2, norm1, norm2, alpha1, alpha2 in zip(
             self.convs1, self.convs2, self.adain1, self.adain2, self.alpha1, self.alpha2
         ):
-            y = conv1(snake(norm1(x, s), alpha1))
-            x = x + conv2(snake(norm2(y, s), alpha2))
+            y = conv1(norm1(x, s, snake_alpha=alpha1))
+            x = x + conv2(norm2(y, s, snake_alpha=alpha2))
         return x
 
 

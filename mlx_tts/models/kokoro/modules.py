@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...activations import adain_snake
 from ...conv import conv1d, conv_transpose1d
 from ...quantize import PackedWeights, QuantizableConv
 
@@ -52,11 +53,6 @@ class ConvTranspose1d(QuantizableConv):
         return conv_transpose1d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups)
 
 
-@mx.compile
-def _scale_shift(x, mean, inv_std, gamma, beta):
-    return (x - mean) * (inv_std * (1 + gamma)) + beta
-
-
 class AdaIN1d(nn.Module):
     """Instance norm over time whose per-channel scale and shift come from the style vector."""
 
@@ -65,11 +61,10 @@ class AdaIN1d(nn.Module):
         self.eps = eps
         self.fc = nn.Linear(style_dim, 2 * channels)
 
-    def __call__(self, x, s):
-        gamma, beta = mx.split(self.fc(s)[:, None, :], 2, axis=-1)
-        mean = x.mean(axis=1, keepdims=True)
-        inv_std = mx.rsqrt(x.var(axis=1, keepdims=True) + self.eps)
-        return _scale_shift(x, mean, inv_std, gamma, beta)
+    def __call__(self, x, s, snake_alpha=None):
+        """With `snake_alpha`, the Snake activation that follows in the generator is fused in."""
+        gamma, beta = mx.split(self.fc(s), 2, axis=-1)
+        return adain_snake(x, gamma, beta, snake_alpha, self.eps)
 
 
 class AdaLayerNorm(nn.Module):
