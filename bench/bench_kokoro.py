@@ -13,7 +13,8 @@ Each (engine, text) pair runs in its own process: it loads the engine, synthesiz
 then `--runs` times timed, and reports
 - RTF: median synthesis time / seconds of audio produced;
 - first audio: median time until the first audio is ready (the first chunk for engines that yield chunks;
-  the whole utterance for the others, where it equals the total time);
+  the whole utterance for the others, where it equals the total time). "ours, streaming" is our pipeline with
+  `first_chunk_max`: a short first chunk, cut at a clause or word boundary, then the rest in one chunk;
 - peak RSS: the process's peak resident memory, loading included (Linux: VmHWM; elsewhere ru_maxrss);
 - synthesis RSS: the peak resident memory while synthesizing (Linux: the peak is reset after loading), which
   leaves out what each loader here needs only once.
@@ -80,7 +81,10 @@ def require(module: str, install: str):
         raise ModuleNotFoundError(f"'{module}' is not installed: {install}")
 
 
-def load_ours(job):
+STREAM_FIRST_CHUNK = 24  # phonemes in the first chunk when streaming: about 1.5 s of speech
+
+
+def load_ours(job, first_chunk_max=None):
     from mlx_tts import cpu_blas
 
     cpu_blas.enable()  # before mlx.core, as the engine does
@@ -95,7 +99,8 @@ def load_ours(job):
     def synthesize():
         mx.random.seed(0)
         start, first, chunks = time.perf_counter(), None, []
-        for result in pipeline.from_phonemes(job["phonemes"], job["voice"], job["speed"]):
+        results = pipeline.from_phonemes(job["phonemes"], job["voice"], job["speed"], first_chunk_max=first_chunk_max)
+        for result in results:
             chunks.append(np.array(result.audio, dtype=np.float32).reshape(-1))
             first = first if first is not None else time.perf_counter() - start
         return first, np.concatenate(chunks)
@@ -172,6 +177,10 @@ def onnx_loader(graph_key):
 
 ENGINES = {
     "ours": ("mlx-tts (ours)", load_ours),
+    "ours-stream": (
+        f"mlx-tts (ours), streaming: first chunk <= {STREAM_FIRST_CHUNK} phonemes",
+        lambda job: load_ours(job, first_chunk_max=STREAM_FIRST_CHUNK),
+    ),
     "mlx-audio": ("MLX-Audio", load_mlx_audio),
     "torch": ("PyTorch KModel", load_torch),
     "onnx-float": ("onnxruntime float32", onnx_loader("float_onnx")),
