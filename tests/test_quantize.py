@@ -115,7 +115,7 @@ def test_saved_folder_loads_as_the_same_quantized_model_and_generates(tiny_model
     audio = speak(loaded)
     assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-3
     np.testing.assert_array_equal(audio, speak(model))  # the folder is the model it was saved from
-    # and it is 4-bit Kokoro: about a sixth of the float32 model (rows padded, scales and biases)
+    # 4 bits and a float32 scale and bias per 32 weights: 6 bits a weight, 19% of float32 (measured 18.95%)
     quantized_bytes = sum(v.nbytes for v in weights.values())
     float_bytes = sum(v.nbytes for _, v in tree_flatten(tiny_model.parameters()))
     assert quantized_bytes < 0.2 * float_bytes
