@@ -1,15 +1,17 @@
 """A real browser on the studio: Debian's chromium, driven by Playwright (never a downloaded browser).
 
-Generates audio in the Kokoro tab, checks the page's <audio> element can play it, and keeps a screenshot of
-each tab in artifacts/screenshots/.
+Generates audio in the Kokoro tab, clones a voice in the CSM tab with a tiny random model, checks the page's
+<audio> elements can play what they get, and keeps a screenshot of each tab in artifacts/screenshots/.
 """
 
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+import soundfile as sf
+from playwright.sync_api import expect, sync_playwright
 
 from studio_server import REPO, running_studio
+from tiny_csm import speech_like, tiny_mlx_csm_folder
 
 pytestmark = pytest.mark.e2e
 
@@ -46,21 +48,29 @@ def open_tab(page, name):
     page.wait_for_timeout(300)
 
 
+def assert_plays(output, min_s, max_s):
+    """The audio component `output` gets a wav from the server that the browser can play; a failed request
+    fails the test at once, with the message the page shows."""
+    page = output.page
+    player = output.locator("audio[src*='/gradio_api/file=']")
+    error = page.get_by_test_id("toast-body").filter(has_text="Error")
+    player.or_(error).first.wait_for(state="attached", timeout=GENERATION_TIMEOUT_MS)
+    if error.count():
+        pytest.fail(f"the page shows an error: {error.first.inner_text()}")
+    player.evaluate("a => a.readyState >= 1 || a.error || new Promise(done => {"
+                    " a.addEventListener('loadedmetadata', done); a.addEventListener('error', done); })")
+    src, duration, error_code = player.evaluate("a => [a.src, a.duration, a.error && a.error.code]")
+    assert src.endswith(".wav")
+    assert error_code is None, f"{src} does not play"
+    assert min_s < duration < max_s
+    assert player.evaluate("a => { a.muted = true; return a.play().then(() => true, e => String(e)); }") is True
+
+
 def test_kokoro_generates_playable_audio(page):
     open_tab(page, "Kokoro")
     page.fill("#kokoro-text textarea", "こんにちは。")
     page.click("#kokoro-generate")
-    player = "#kokoro-audio audio"
-    page.wait_for_function(
-        f"() => {{ const a = document.querySelector('{player}'); return a && a.src && a.readyState >= 1; }}",
-        timeout=GENERATION_TIMEOUT_MS,
-    )
-    src, duration, error = page.eval_on_selector(player, "a => [a.src, a.duration, a.error && a.error.code]")
-    assert "/gradio_api/file=" in src and src.endswith(".wav")
-    assert error is None
-    assert 0.3 < duration < 5
-    playing = page.eval_on_selector(player, "a => { a.muted = true; return a.play().then(() => true, e => String(e)); }")
-    assert playing is True
+    assert_plays(page.locator("#kokoro-audio"), 0.3, 5)
     assert "real-time factor" in page.inner_text("#kokoro-stats")
     page.screenshot(path=str(SCREENSHOTS / "kokoro.png"), full_page=True)
 
@@ -73,6 +83,33 @@ def test_csm_tab_says_what_to_download(page):
     )
     assert "mlx-community/csm-1b" in page.inner_text("#csm-status")
     page.screenshot(path=str(SCREENSHOTS / "csm.png"), full_page=True)
+
+
+def test_csm_clones_a_reference_clip_with_a_tiny_model(page, tmp_path):
+    folder = tiny_mlx_csm_folder(tmp_path / "tiny-csm")
+    reference = tmp_path / "reference.wav"
+    sf.write(reference, speech_like(1.5), 24000)
+    open_tab(page, "CSM voice cloning")
+    page.get_by_role("textbox", name="Model").fill(str(folder))
+    page.click("#csm-load")
+    expect(page.locator("#csm-status")).to_contain_text("Ready: csm model", timeout=60_000)
+
+    clip = page.locator(".block").filter(has=page.get_by_text("Reference clip (voice to clone)", exact=True))
+    clip.locator("input[type=file]").set_input_files(reference)
+    report = page.get_by_text("loudness (RMS)")
+    expect(report).to_contain_text("1.5 s · 24000 Hz")
+    expect(report).to_contain_text("peak")
+    page.get_by_role("textbox", name="Transcript of the reference clip").fill("hello world")
+    page.get_by_role("textbox", name="Text to speak").fill("how are you today")
+    max_ms = page.get_by_role("spinbutton", name="Maximum length (ms)")
+    max_ms.fill("400")  # the slider's least: five 80 ms frames
+    max_ms.press("Enter")
+    page.get_by_role("button", name="Generate", exact=True).click()
+
+    clone = page.locator(".block").filter(has=page.get_by_text("Clone", exact=True))
+    assert_plays(clone, 0, 0.41)
+    expect(page.get_by_text("real-time factor").filter(visible=True)).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "csm_clone.png"), full_page=True)
 
 
 def test_quant_tab_compares_8bit_with_full_precision(page):
