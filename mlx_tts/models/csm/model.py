@@ -126,6 +126,9 @@ class Model(nn.Module):
         # ids past the codec's codebook (padding and specials) are never sampled: the codec can't decode them
         self._invalid_codes = mx.where(mx.arange(vocab) < args.codec.codebook_size, 0.0, -mx.inf)
         self._codebook_offsets = mx.arange(codebooks) * vocab
+        # computed now: a lazy array can only be evaluated on the thread that made it (MLX streams are
+        # per thread), and servers load on one thread and generate on another
+        mx.eval(self._invalid_codes, self._codebook_offsets)
 
     @property
     def sample_rate(self) -> int:
