@@ -300,7 +300,7 @@ def test_extension_switch_off_falls_back(monkeypatch):
 @pytest.mark.reference
 @pytest.mark.parametrize("shape", KOKORO_SHAPES[:5], ids=[s[0] for s in KOKORO_SHAPES[:5]])
 def test_kokoro_shapes_match_torch(shape):
-    torch = pytest.importorskip("torch")
+    import torch
     _, transpose, t, c_in, c_out, k, stride, padding, extra = shape
     x, w, b = random_operands(t, c_in, c_out, k)
     xt = torch.from_numpy(np.array(x)).transpose(1, 2)
