@@ -29,8 +29,9 @@ from mlx.utils import tree_flatten
 
 from mlx_tts import audio as audio_io
 from mlx_tts import quality
+from mlx_tts.convert import convert
 from mlx_tts.memory import peak_rss_mb
-from mlx_tts.quantize import full_precision_layers, quantize_model
+from mlx_tts.quantize import full_precision_layers
 from mlx_tts.utils import DEFAULT_MODEL, load_model, save_model
 
 logger = logging.getLogger("mlx_tts.studio")
@@ -106,7 +107,7 @@ def user_message(e: BaseException) -> str:
 def ui_errors(fn):
     """Turn exceptions from `fn` (a function or a generator) into `gr.Error` with a plain message."""
 
-    def convert(e):
+    def to_ui_error(e):
         if isinstance(e, gr.Error):
             return e
         if not isinstance(e, (ValueError, FileNotFoundError, audio_io.AudioError)):
@@ -122,7 +123,7 @@ def ui_errors(fn):
             except GeneratorExit:
                 raise
             except Exception as e:
-                raise convert(e) from None
+                raise to_ui_error(e) from None
 
         return generator
 
@@ -131,7 +132,7 @@ def ui_errors(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            raise convert(e) from None
+            raise to_ui_error(e) from None
 
     return function
 
@@ -161,8 +162,8 @@ class Engine:
     def loaded(self, model_id: str, quantization: Optional[Quantization] = None, progress=None) -> Loaded:
         """The cached model for (model id, quantization), loading it on first use.
 
-        A quantized model is made from a fresh full-precision copy (quantization works in place), saved with
-        `save_model` and loaded back with `load_model`, so what the studio runs is what a user would load."""
+        A quantized model is written by `mlx_tts.convert.convert` from a fresh full-precision copy (quantization
+        works in place) and loaded back with `load_model`, so what the studio runs is what a user would load."""
         model_id = (model_id or DEFAULT_MODEL).strip()
         key = (model_id, quantization)
         with self.lock:
@@ -172,15 +173,10 @@ class Engine:
             report(progress, 0.0, f"Loading {model_id}" + (f" ({quantization})" if quantization else ""))
             source = model_id
             if quantization is not None:
-                full = load_model(model_id)
-                report(progress, 0.3, f"Quantizing to {quantization}")
-                weights, config = quantize_model(
-                    full, full.config, quantization.group_size, quantization.bits, quantization.recipe
-                )
                 source = self.work_dir / "quantized" / f"{Path(model_id).name}-{quantization.slug}"
                 shutil.rmtree(source, ignore_errors=True)
-                save_model(source, weights, config, full)
-                del full, weights
+                convert(model_id, source, quantize=True, q_bits=quantization.bits,
+                        q_group_size=quantization.group_size, q_recipe=quantization.recipe)
                 report(progress, 0.6, "Loading the quantized folder back")
             start = time.perf_counter()
             model = load_model(source)
