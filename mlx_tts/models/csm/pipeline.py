@@ -124,17 +124,16 @@ class CSMPipeline:
             raise ValueError("ref_text was given without ref_audio; pass the clip it transcribes")
 
         sentences = [self.tokenizer.encode(s, speaker) for s in split_sentences(text)]
+        encoded_turns = [(self.tokenizer.encode(t, s), a) for t, s, a in turns]  # (token ids, audio)
         frame_size = self.model.codec.args.frame_size
-        context_len = sum(
-            len(self.tokenizer.encode(t, s)) + audio_frame_count(len(a), frame_size) for t, s, a in turns
-        )
+        context_len = sum(len(ids) + audio_frame_count(len(a), frame_size) for ids, a in encoded_turns)
         for ids in sentences:  # fail before any work if one sentence's prompt can't fit
             self.model.check_fits(context_len + len(ids), max_frames)
 
         num_codebooks = self.model.args.audio_num_codebooks
         context = None
         if turns:  # the context is the same for every sentence: through the backbone once
-            frames = [segment_frames(self.tokenizer.encode(t, s), self._encode(a), num_codebooks) for t, s, a in turns]
+            frames = [segment_frames(ids, self._encode(a), num_codebooks) for ids, a in encoded_turns]
             tokens, mask = prompt_frames(frames)
             context = self.model.cache_prompt(mx.array(tokens)[None], mx.array(mask)[None])
         total, done = max_frames * len(sentences), 0
