@@ -41,6 +41,8 @@ CSM_MODEL = "mlx-community/csm-1b"
 MAX_TEXT_CHARS = 5000
 MAX_CACHED_MODELS = 3
 KEEP_TAKES = 30  # output folders kept on disk; older ones are deleted
+# the engine's own errors, whose messages say what to fix (AudioError and ModelLoadError are ValueErrors)
+ENGINE_ERRORS = (ValueError, FileNotFoundError)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class Take:
 
 def user_message(e: BaseException) -> str:
     """What the browser shows for an exception: the engine's own message, or its type for surprises."""
-    if isinstance(e, (ValueError, FileNotFoundError, audio_io.AudioError)):
+    if isinstance(e, ENGINE_ERRORS):
         return str(e)
     return f"Unexpected {type(e).__name__}: {e} (the server log has the details)"
 
@@ -110,7 +112,7 @@ def ui_errors(fn):
     def to_ui_error(e):
         if isinstance(e, gr.Error):
             return e
-        if not isinstance(e, (ValueError, FileNotFoundError, audio_io.AudioError)):
+        if not isinstance(e, ENGINE_ERRORS):
             logger.exception("studio: %s failed", fn.__name__)
         return gr.Error(html.escape(user_message(e), quote=False), print_exception=False)
 
