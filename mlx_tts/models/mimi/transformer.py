@@ -39,9 +39,9 @@ def window_mask(offset: int, queries: int, keys: int, window: int) -> mx.array:
 class Attention(nn.Module):
     def __init__(self, args):
         super().__init__()
-        dims, heads, kv_heads = args.hidden_size, args.num_attention_heads, args.num_key_value_heads
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, args.head_dim
-        head_dim = args.head_dim
+        dims, head_dim = args.hidden_size, args.head_dim
+        heads, kv_heads = args.num_attention_heads, args.num_key_value_heads
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.scale = head_dim**-0.5
         self.rope_theta = args.rope_theta
         self.q_proj = nn.Linear(dims, heads * head_dim, bias=False)
@@ -97,7 +97,7 @@ class Transformer(nn.Module):
     def __call__(self, x, cache=None):
         """x: [B, T, hidden]; `cache` (from `make_cache`) continues a previous call."""
         offset = cache[0].offset if cache else 0
-        keys = x.shape[1] + (min(offset, self.window - 1) if cache else 0)
+        keys = x.shape[1] + min(offset, self.window - 1)  # the cached positions still in the window
         mask = window_mask(offset, x.shape[1], keys, self.window)
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, offset, cache[i] if cache else None)
