@@ -64,7 +64,7 @@ class Loaded:
     model: object
     load_s: float  # time `load_model` took (a quantized model: loading its saved folder back)
     folder: Path  # the folder it was loaded from
-    pipelines: dict = field(default_factory=dict)  # lang_code -> KokoroPipeline
+    pipelines: dict = field(default_factory=dict)  # lang_code -> KokoroPipeline, or "csm" -> CSMPipeline
 
 
 @dataclass
