@@ -16,10 +16,7 @@ import numpy as np
 
 from ...checkpoint import load_safetensors
 from .kokoro import Model
-from .voices import read_voices, save_voice
-
-SAMPLE_RATE = 24000
-VOICE_SUFFIXES = (".pt", ".safetensors", ".npy", ".npz", ".bin")
+from .voices import VOICE_SUFFIXES, read_voices, save_voice
 
 
 def is_config(config: dict) -> bool:
@@ -66,7 +63,7 @@ def write_folder(dst: Path, weights: dict, voices: dict, config: dict):
     for name, pack in voices.items():
         save_voice(dst / "voices" / f"{name}.safetensors", pack)
     mx.save_safetensors(str(dst / "model.safetensors"), weights, metadata={"format": "mlx"})
-    config = {**config, "model_type": "kokoro", "layout": "mlx", "sample_rate": SAMPLE_RATE}
+    config = {**config, "model_type": "kokoro", "layout": "mlx", "sample_rate": Model.sample_rate}
     (dst / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
