@@ -116,10 +116,8 @@ def spectral_snr_db(reference, candidate) -> float:
     waveform SNR it ignores phase: Kokoro's harmonic source integrates F0 over the whole utterance, so a tiny
     F0 change drifts the waveform's phase and drives the waveform SNR to about 0 dB even when the takes
     sound the same."""
-    a, b = magnitude_spectrogram(reference), magnitude_spectrogram(candidate)
-    n = min(len(a), len(b))
-    noise = np.sum((a[:n] - b[:n]) ** 2)
-    return float(10 * np.log10(np.sum(a[:n] ** 2) / max(noise, 1e-20)))
+    # Flattened, the common frames are the common prefix: both spectrograms have the same number of bins.
+    return snr_db(magnitude_spectrogram(reference), magnitude_spectrogram(candidate))
 
 
 def duration_agreement(reference, candidate) -> dict:
