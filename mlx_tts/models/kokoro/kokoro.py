@@ -210,11 +210,10 @@ def fold_weight_norm(v: mx.array, g: mx.array) -> mx.array:
 
 
 def _merge_lstm(prefix: str, parts: dict) -> dict:
-    names = [p + suffix for suffix in ("", "_reverse") for p in LSTM_PARTS]
-    missing = [f"{prefix}.{name}" for name in names if name not in parts]
+    directions = ("", "_reverse")
+    missing = [f"{prefix}.{p}{d}" for d in directions for p in LSTM_PARTS if p + d not in parts]
     if missing:
         raise ValueError(f"LSTM weights missing: {', '.join(missing)}")
-    directions = ("", "_reverse")
     return {
         f"{prefix}.weight_ih": mx.concatenate([parts[f"weight_ih_l0{d}"] for d in directions]),
         f"{prefix}.weight_hh": mx.stack([parts[f"weight_hh_l0{d}"] for d in directions]),
