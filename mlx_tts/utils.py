@@ -34,7 +34,7 @@ class ModelLoadError(ValueError):
 
 
 def cache_dir() -> Path:
-    path = Path(os.environ.get("MLX_TTS_CACHE", Path.home() / ".cache" / "mlx_tts"))
+    path = Path(os.environ.get("MLX_TTS_CACHE") or Path.home() / ".cache" / "mlx_tts")  # empty = unset
     path.mkdir(parents=True, exist_ok=True)
     return path
 

