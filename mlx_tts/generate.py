@@ -14,11 +14,9 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from .audio import write_audio
-from .utils import DEFAULT_MODEL, load_model
+from .audio import SAMPLE_RATE, write_audio
 from .memory import peak_rss_mb
-
-SAMPLE_RATE = 24000
+from .utils import DEFAULT_MODEL, load_model
 
 
 def parse_args(argv=None):
