@@ -16,7 +16,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from .quantize import RECIPES, VALID_BITS, VALID_GROUP_SIZES, full_precision_layers, quantize_model
-from .utils import ModelLoadError, load_mlx_folder, mlx_folder, resolve_model_path, save_model
+from .utils import ModelLoadError, load_mlx_folder, load_model, save_model
 
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
@@ -48,10 +48,9 @@ def convert(
                 raise ValueError("--from-onnx needs --voices (voices-v1.0.bin, an .npz or a folder of voices)")
             config = json.loads(Path(onnx_config).read_text()) if onnx_config else embedded_config()
             convert_onnx(from_onnx, voices, tmp, config)
-            folder = Path(tmp)
+            loaded = load_mlx_folder(Path(tmp))
         else:
-            folder = mlx_folder(resolve_model_path(model))
-        loaded = load_mlx_folder(folder)
+            loaded = load_model(model)
         if dtype is not None:
             loaded.set_dtype(DTYPES[dtype])
         config = dict(loaded.config)
@@ -59,7 +58,7 @@ def convert(
             weights, config = quantize_model(loaded, config, group_size=q_group_size, bits=q_bits, recipe=q_recipe)
         else:
             weights = dict(tree_flatten(loaded.parameters()))
-        return save_model(output, weights, config, folder)
+        return save_model(output, weights, config, loaded)
 
 
 def main(argv=None):
