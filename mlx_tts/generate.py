@@ -9,7 +9,6 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
