@@ -10,7 +10,6 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .cache import cache_dir
 from .checkpoint import load_safetensors
 from .quantize import quantize_model  # noqa: F401  (the spec imports it from here)
 
@@ -31,12 +31,6 @@ MODEL_TYPES = ("kokoro", "csm")
 
 class ModelLoadError(ValueError):
     """A model can't be found, converted or loaded; the message names the repo, file or key."""
-
-
-def cache_dir() -> Path:
-    path = Path(os.environ.get("MLX_TTS_CACHE") or Path.home() / ".cache" / "mlx_tts")  # empty = unset
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def read_config(folder: Path) -> dict:

@@ -16,14 +16,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ..cache import cache_dir
+
 
 class BuildError(RuntimeError):
     """A native library could not be compiled (no compiler, or the compiler failed)."""
 
 
 def cache_folder() -> Path:
-    root = Path(os.environ.get("MLX_TTS_CACHE", Path.home() / ".cache" / "mlx_tts"))
-    return root / "ext"
+    return cache_dir() / "ext"
 
 
 def _compiler(language: str) -> str:
