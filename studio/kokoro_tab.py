@@ -52,8 +52,13 @@ def language_update(name):
     return voice_language(name) or gr.update()
 
 
+def labelled_voices(names: list) -> list:
+    """(label, name) pairs for a voice dropdown."""
+    return [(voice_label(v), v) for v in names]
+
+
 def voice_choices(names: list):
-    return gr.update(choices=[(voice_label(v), v) for v in names], value=names[0] if names else None)
+    return gr.update(choices=labelled_voices(names), value=names[0] if names else None)
 
 
 def language_choices():
@@ -101,8 +106,7 @@ def build(engine, default_model: str):
                                             info="quantized in process (group 64)")
                     load = gr.Button("Load model")
                 model_status = gr.Markdown(summary, label="model status")
-                voice = gr.Dropdown([(voice_label(v), v) for v in voices], value=first_voice, label="Voice",
-                                    allow_custom_value=True)
+                voice = gr.Dropdown(labelled_voices(voices), value=first_voice, label="Voice", allow_custom_value=True)
                 blend = gr.Textbox(
                     label="Voice blend",
                     placeholder="jf_alpha(2)+jf_nezumi(1)",

@@ -8,7 +8,7 @@ import pandas as pd
 from mlx_tts.quantize import RECIPES, VALID_BITS, VALID_GROUP_SIZES
 
 from .engine import Quantization, ui_errors
-from .kokoro_tab import PLAIN_PLAYER, language_choices, language_update, voice_choices, voice_label, voice_language
+from .kokoro_tab import PLAIN_PLAYER, labelled_voices, language_choices, language_update, voice_choices, voice_language
 
 TABLE_HEADERS = ["measure", "full precision", "quantized"]
 HISTORY_COLUMNS = ["bits", "log-mel distance (dB)", "group size", "recipe"]
@@ -91,7 +91,7 @@ def build(engine, default_model: str):
                 text = gr.Textbox(label="Test text", lines=2,
                                   value="こんにちは。" if voice_language(first_voice) == "j" else "Hello there.")
                 with gr.Row():
-                    voice = gr.Dropdown([(voice_label(v), v) for v in voices], value=first_voice, label="Voice",
+                    voice = gr.Dropdown(labelled_voices(voices), value=first_voice, label="Voice",
                                         allow_custom_value=True)
                     lang = gr.Dropdown(language_choices(), value=voice_language(first_voice) or "a", label="Language")
                     seed = gr.Number(value=0, precision=0, label="Seed")
