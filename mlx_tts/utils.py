@@ -235,5 +235,6 @@ def save_model(path, weights: dict, config: dict, source=None) -> Path:
         elif item.is_file():
             shutil.copy2(item, path / name)
     mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
-    (path / "config.json").write_text(json.dumps({**config, "layout": "mlx"}, indent=2, ensure_ascii=False))
+    config = {**config, "layout": "mlx"}
+    (path / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     return path

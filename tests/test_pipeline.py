@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from mlx_tts.models.kokoro import KokoroPipeline
-from mlx_tts.models.kokoro.pipeline import MAX_PHONEMES
 
 SPEED = 4  # random duration heads give ~25 frames per token; keep the audio short
 
@@ -44,7 +43,8 @@ def test_long_text_is_chunked_under_the_limit_and_nothing_is_dropped(pipeline):
     text = ". ".join([sentence] * 30) + ".\n\n" + "A last line with no punctuation " * 30
     chunks = pipeline.chunk_text(text)
     assert len(chunks) > 2
-    assert all(len(phonemes) <= MAX_PHONEMES for _, phonemes in chunks)
+    assert pipeline.model.max_phonemes == 510
+    assert all(len(phonemes) <= 510 for _, phonemes in chunks)
     words = lambda s: re.findall(r"[A-Za-z]+", s)  # noqa: E731
     assert [w for g, _ in chunks for w in words(g)] == words(text)
 

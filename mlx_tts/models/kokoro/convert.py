@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from ...checkpoint import load_safetensors
+from ...utils import save_model
 from .kokoro import Model
 from .voices import VOICE_SUFFIXES, read_voices, save_voice
 
@@ -62,9 +63,7 @@ def write_folder(dst: Path, weights: dict, voices: dict, config: dict):
     (dst / "voices").mkdir(parents=True, exist_ok=True)
     for name, pack in voices.items():
         save_voice(dst / "voices" / f"{name}.safetensors", pack)
-    mx.save_safetensors(str(dst / "model.safetensors"), weights, metadata={"format": "mlx"})
-    config = {**config, "model_type": "kokoro", "layout": "mlx", "sample_rate": Model.sample_rate}
-    (dst / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    save_model(dst, weights, {**config, "model_type": "kokoro", "sample_rate": Model.sample_rate})
 
 
 def convert(src, dst):

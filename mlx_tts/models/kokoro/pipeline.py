@@ -17,7 +17,6 @@ from .voices import VoiceBank, style_for_length
 
 logger = logging.getLogger("mlx_tts")
 
-MAX_PHONEMES = 510
 SPEED_RANGE = (0.25, 4.0)
 SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+")
 CLAUSE_END = re.compile(r"(?<=[,;:—.!?])\s+|(?<=[，；：。！？])\s*")  # CJK punctuation needs no space
@@ -151,7 +150,7 @@ class KokoroPipeline:
         phonemes = phonemize(text).strip()
         if not any(c in self.model.vocab and c not in PUNCTUATION for c in phonemes):
             return []  # nothing to say: only punctuation, or symbols the model doesn't know
-        if len(phonemes) <= MAX_PHONEMES:
+        if len(phonemes) <= self.model.max_phonemes:
             return [(text, phonemes)]
         for pattern in (CLAUSE_END, WORD_GAP):
             pieces = [p for p in pattern.split(text) if p.strip()]
@@ -162,12 +161,11 @@ class KokoroPipeline:
         middle = len(text) // 2
         return self._split_to_limit(text[:middle], phonemize) + self._split_to_limit(text[middle:], phonemize)
 
-    @staticmethod
-    def _pack(pieces: list) -> list:
+    def _pack(self, pieces: list) -> list:
         """Join consecutive pieces while they fit, so the model sees whole sentences in context."""
         packed = []
         for graphemes, phonemes in pieces:
-            if packed and len(packed[-1][1]) + 1 + len(phonemes) <= MAX_PHONEMES:
+            if packed and len(packed[-1][1]) + 1 + len(phonemes) <= self.model.max_phonemes:
                 g, p = packed[-1]
                 packed[-1] = (f"{g} {graphemes}", f"{p} {phonemes}")
             else:
