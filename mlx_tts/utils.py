@@ -16,10 +16,9 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
 
 from .cache import cache_dir
-from .checkpoint import load_safetensors
+from .checkpoint import ModelLoadError, check_weights, load_safetensors  # noqa: F401  (re-exported)
 from .quantize import quantize_model  # noqa: F401  (the spec imports it from here)
 
 logger = logging.getLogger("mlx_tts")
@@ -27,10 +26,6 @@ logger = logging.getLogger("mlx_tts")
 DEFAULT_MODEL = "prince-canuma/Kokoro-82M"
 EMBEDDED_MODEL = "embedded:kokoro-82m"
 MODEL_TYPES = ("kokoro", "csm")
-
-
-class ModelLoadError(ValueError):
-    """A model can't be found, converted or loaded; the message names the repo, file or key."""
 
 
 def read_config(folder: Path) -> dict:
@@ -164,26 +159,6 @@ def quantization_predicate(quantization: dict, weights: dict):
         )
 
     return predicate
-
-
-def check_weights(model: nn.Module, weights: dict, source):
-    """Raise an error that names the keys, when the checkpoint and the model disagree."""
-    expected = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
-    problems = []
-    if missing:
-        layers = sorted({k.rsplit(".", 1)[0] for k in missing if k.endswith((".scales", ".biases"))})
-        if layers:
-            problems.append(f"missing quantization scales/biases for layers: {', '.join(layers[:10])}")
-        problems.append(f"missing keys: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
-    if extra:
-        problems.append(f"unexpected keys: {', '.join(extra[:10])}" + (" ..." if len(extra) > 10 else ""))
-    for key in sorted(set(expected) & set(weights)):
-        if expected[key].shape != weights[key].shape:
-            problems.append(f"{key}: shape {tuple(weights[key].shape)} where the model has {tuple(expected[key].shape)}")
-    if problems:
-        raise ModelLoadError(f"{source}: checkpoint does not match the model: " + "; ".join(problems))
 
 
 def load_weights_file(folder: Path) -> dict:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
-from mlx.utils import tree_flatten
 
-from ...checkpoint import load_safetensors, rename_keys
+from ...checkpoint import check_weights, load_safetensors, rename_keys
+from ...utils import save_model
 from .. import mimi
 from ..mimi.convert import rope_interleaved_to_half
 from .model import Model, ModelArgs
@@ -119,25 +119,6 @@ def from_transformers(weights: dict) -> tuple:
     return rename_keys(csm, TRANSFORMERS_RENAMES), codec
 
 
-def _check_against_model(weights: dict, args: ModelArgs, source):
-    """Names and shapes against the model the config describes (built lazily: nothing is allocated)."""
-    expected = {k: v.shape for k, v in tree_flatten(Model(args).parameters())}
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
-    wrong = [
-        f"{k} {tuple(weights[k].shape)} vs {tuple(s)}"
-        for k, s in expected.items()
-        if k in weights and weights[k].shape != s
-    ]
-    if missing or extra or wrong:
-        parts = [
-            f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
-            for label, items in (("missing", missing), ("unexpected", extra), ("shape mismatch", wrong))
-            if items
-        ]
-        raise ValueError(f"{source}: CSM weights don't match the config ({'; '.join(parts)})")
-
-
 def _download(repo_id: str, filename: str, what: str, hint: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
@@ -198,11 +179,8 @@ def convert(src_dir, dst_dir, codec=None, tokenizer=None) -> Path:
     if layout == "original":
         weights = from_original(weights, args)
     weights.update({f"codec.{k}": v for k, v in mimi.convert_weights(codec_weights, args.codec).items()})
-    _check_against_model(weights, args, src)
+    check_weights(Model(args), weights, src)  # names and shapes; the model is lazy: nothing is allocated
 
-    dst.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(dst / "model.safetensors"), weights, metadata={"format": "mlx"})
+    save_model(dst, weights, {**config, "model_type": "csm", "sample_rate": args.codec.sampling_rate})
     shutil.copy2(find_tokenizer(src, tokenizer), dst / "tokenizer.json")
-    config.update({"model_type": "csm", "layout": "mlx", "sample_rate": args.codec.sampling_rate})
-    (dst / "config.json").write_text(json.dumps(config, indent=2))
     return dst
