@@ -18,6 +18,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from ...checkpoint import load_safetensors, rename_keys, torch_conv_transpose_weight, torch_conv_weight
+from ...utils import save_model
 from .model import ModelArgs
 
 KYUTAI_CHECKPOINT = "tokenizer-e351c8d8-checkpoint125.safetensors"
@@ -203,9 +204,5 @@ def convert(src_dir, dst_dir):
     config, weights = read_checkpoint(src_dir)
     args = ModelArgs.from_dict(config)
     converted = convert_weights(weights, args)
-    dst = Path(dst_dir)
-    dst.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(dst / "model.safetensors"), converted, metadata={"format": "mlx"})
-    out_config = {**config, **args.to_dict(), "model_type": "mimi", "layout": "mlx", "sample_rate": args.sampling_rate}
-    (dst / "config.json").write_text(json.dumps(out_config, indent=2))
-    return dst
+    out_config = {**config, **args.to_dict(), "model_type": "mimi", "sample_rate": args.sampling_rate}
+    return save_model(dst_dir, converted, out_config)
