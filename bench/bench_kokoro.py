@@ -81,10 +81,7 @@ def require(module: str, install: str):
         raise ModuleNotFoundError(f"'{module}' is not installed: {install}")
 
 
-STREAM_FIRST_CHUNK = 24  # phonemes in the first chunk when streaming: about 1.5 s of speech
-
-
-def load_ours(job, first_chunk_max=None):
+def load_ours(job, stream=False):
     from mlx_tts import cpu_blas
 
     cpu_blas.enable()  # before mlx.core, as the engine does
@@ -92,9 +89,11 @@ def load_ours(job, first_chunk_max=None):
     import numpy as np
 
     from mlx_tts.models.kokoro import KokoroPipeline
+    from mlx_tts.models.kokoro.pipeline import STREAM_FIRST_CHUNK
     from mlx_tts.utils import EMBEDDED_MODEL, load_model
 
     pipeline = KokoroPipeline(lang_code="a", model=load_model(EMBEDDED_MODEL))
+    first_chunk_max = STREAM_FIRST_CHUNK if stream else None
 
     def synthesize():
         mx.random.seed(0)
@@ -178,8 +177,8 @@ def onnx_loader(graph_key):
 ENGINES = {
     "ours": ("mlx-tts (ours)", load_ours),
     "ours-stream": (
-        f"mlx-tts (ours), streaming: first chunk <= {STREAM_FIRST_CHUNK} phonemes",
-        lambda job: load_ours(job, first_chunk_max=STREAM_FIRST_CHUNK),
+        "mlx-tts (ours), streaming: a short first chunk (pipeline.STREAM_FIRST_CHUNK phonemes)",
+        lambda job: load_ours(job, stream=True),
     ),
     "mlx-audio": ("MLX-Audio", load_mlx_audio),
     "torch": ("PyTorch KModel", load_torch),

@@ -6,6 +6,7 @@ import re
 import gradio as gr
 
 from mlx_tts.g2p import LANG_CODES
+from mlx_tts.models.kokoro.pipeline import STREAM_FIRST_CHUNK
 from mlx_tts.quantize import VALID_BITS
 
 from .engine import MAX_TEXT_CHARS, Quantization, ui_errors
@@ -20,7 +21,6 @@ FULL_PRECISION = "full precision"
 PRECISIONS = [FULL_PRECISION] + [f"{bits}-bit" for bits in sorted(VALID_BITS, reverse=True)]
 GENDERS = {"f": "female", "m": "male"}
 CHUNK_HEADERS = ["#", "text", "phonemes", "seconds"]
-STREAM_FIRST_CHUNK = 100  # phonemes in a stream's first chunk (about 1.5 s of speech), so it starts sooner
 # Results play in the browser's own <audio> player: it shows the length at once and any client can drive it.
 PLAIN_PLAYER = gr.WaveformOptions(show_recording_waveform=False)
 
