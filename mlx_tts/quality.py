@@ -15,7 +15,9 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-SAMPLE_RATE = 24000
+from . import audio as audio_io
+
+SAMPLE_RATE = audio_io.SAMPLE_RATE
 
 
 @dataclass

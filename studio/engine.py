@@ -36,7 +36,7 @@ from mlx_tts.utils import DEFAULT_MODEL, load_model, save_model
 
 logger = logging.getLogger("mlx_tts.studio")
 
-SAMPLE_RATE = 24000
+SAMPLE_RATE = audio_io.SAMPLE_RATE
 CSM_MODEL = "mlx-community/csm-1b"
 MAX_TEXT_CHARS = 5000
 MAX_CACHED_MODELS = 3
