@@ -5,15 +5,21 @@
 - `adain_snake(x, gamma, beta, alpha=None, eps=1e-5)`: Kokoro's AdaIN, an instance norm over time of
   x [B, T, C] scaled by (1 + gamma) and shifted by beta ([B, C] or [B, 1, C]), followed by Snake when
   `alpha` is given: the pair in front of every convolution of the generator's resblocks.
+- `gelu_tanh(x)`: GELU with the tanh approximation (ALBERT's "gelu_new").
+- `attention(q, k, v, scale)`: unmasked scaled dot-product attention over [B, heads, L, head_dim].
 
 MLX's CPU `sin` is scalar: one Snake over [14400, 128] (3 s of audio) takes ~80 ms, and the generator runs
 48 of them, more time than all its convolutions; its instance norm is four single-threaded passes. On the
 CPU in float32 the native kernels (`mlx_tts.ext`, SIMD and multithreaded) do Snake in under 1 ms and the
 fused AdaIN + Snake in two passes; elsewhere (GPU, other dtypes, no compiler, `MLX_TTS_EXT=off`) these are
-compiled MLX expressions.
+compiled MLX expressions. Likewise MLX's CPU exp and tanh are scalar (~10 ns per element): in ALBERT the
+softmax of the attention scores and the GELU took longer than all the matmuls; on the CPU in float32 the
+native softmax and GELU are vectorized, and attention runs as two matmuls around that softmax (MLX's fused
+attention is a Metal/CUDA kernel; on the CPU it falls back to the same three steps with MLX's softmax).
 """
 
 import mlx.core as mx
+import mlx.nn as nn
 
 from . import ext
 
@@ -42,3 +48,17 @@ def adain_snake(x, gamma, beta, alpha=None, eps=1e-5):
         return kernels.adain_snake(x, gamma, beta, alpha, eps)
     y = _adain_mlx(x, gamma, beta, eps)
     return y if alpha is None else _snake_mlx(y, alpha)
+
+
+def gelu_tanh(x):
+    kernels = ext.kernels_for(x)
+    if kernels is not None:
+        return kernels.gelu_tanh(x)
+    return nn.gelu_approx(x)
+
+
+def attention(q, k, v, scale):
+    kernels = ext.kernels_for(q, k, v)
+    if kernels is not None:
+        return kernels.softmax((q * scale) @ k.swapaxes(-1, -2)) @ v
+    return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)

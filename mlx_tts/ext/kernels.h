@@ -26,4 +26,15 @@ mx::array snake(const mx::array& x, const mx::array& alpha);
 mx::array adain_snake(const mx::array& x, const mx::array& gamma, const mx::array& beta,
                       const std::optional<mx::array>& alpha, float eps);
 
+// Softmax over the last axis, float32.
+mx::array softmax(const mx::array& x);
+
+// GELU with the tanh approximation (Hugging Face's "gelu_new"), float32.
+mx::array gelu_tanh(const mx::array& x);
+
+// An LSTM's recurrence over precomputed input gates: gates_x [D, T, B, 4H] (D independent directions, each in
+// its own time order, PyTorch's gate order i, f, g, o) and w_hh_t [D, H, 4H] (W_hh transposed) -> the hidden
+// states [D, T, B, H], starting from zero states. float32.
+mx::array lstm_recurrence(const mx::array& gates_x, const mx::array& w_hh_t);
+
 }  // namespace mlx_tts

@@ -7,8 +7,7 @@
 // its convolutions, and its instance norm takes four single-threaded passes over the activations. Here the
 // statistics take one pass and the normalization plus Snake a second, both split over threads.
 // sin^2 has period pi, so the argument is reduced to [-pi/2, pi/2] (in double) and a degree-11 odd
-// polynomial (error < 1e-7 there) gives sin. The loops compile to SIMD code for the CPU they run on
-// (function clones for AVX-512 / AVX2 / baseline x86-64).
+// polynomial (error < 1e-7 there) gives sin. The loops compile to SIMD code for the CPU they run on.
 
 #include <algorithm>
 #include <cmath>
@@ -17,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "fast_math.h"
 #include "kernels.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -35,12 +35,6 @@ constexpr double kRoundMagic = 6755399441055744.0;
 // core), so only much larger inputs are worth a second thread.
 constexpr int kMinChunkElements = 1 << 20;
 constexpr int kMaxChunkElements = 1 << 21;
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MLX_TTS_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define MLX_TTS_SIMD_CLONES
-#endif
 
 inline __attribute__((always_inline)) float snake_value(float v, float alpha, float inv_alpha) {
   const double t = static_cast<double>(alpha) * v;

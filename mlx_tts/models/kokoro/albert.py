@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...activations import attention, gelu_tanh
 from ...quantize import linear  # quantized layers over many tokens run as float GEMMs on the CPU
 
 # Hugging Face's names for the activations ALBERT checkpoints use; "gelu_new" is the tanh approximation.
-ACTIVATIONS = {"gelu_new": nn.gelu_approx, "gelu": nn.gelu}
+ACTIVATIONS = {"gelu_new": gelu_tanh, "gelu": nn.gelu}
 
 
 @dataclass
@@ -84,7 +85,7 @@ class AlbertAttention(nn.Module):
             return y.reshape(B, L, self.num_heads, -1).transpose(0, 2, 1, 3)
 
         q, k, v = heads(linear(self.query, x)), heads(linear(self.key, x)), heads(linear(self.value, x))
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        out = attention(q, k, v, self.scale)
         out = out.transpose(0, 2, 1, 3).reshape(B, L, -1)
         return self.LayerNorm(x + linear(self.dense, out))
 

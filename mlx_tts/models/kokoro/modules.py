@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from ... import ext
 from ...activations import adain_snake
 from ...conv import conv1d, conv_transpose1d
 from ...quantize import PackedWeights, QuantizableConv
@@ -128,12 +129,16 @@ def bilstm(x, weight_ih, weight_hh, bias):
     # [2, T, B, 4H], the reverse direction's inputs in its own time order.
     gates_x = mx.stack([gates_x[:, :, 0].swapaxes(0, 1), gates_x[:, ::-1, 1].swapaxes(0, 1)])
     w_hh = weight_hh.swapaxes(1, 2)
-    h = c = mx.zeros((2, B, H), dtype=x.dtype)
-    hidden = []
-    for t in range(T):
-        h, c = _lstm_step(gates_x[:, t], h, c, w_hh)
-        hidden.append(h)
-    hidden = mx.stack(hidden, axis=2)  # [2, B, T, H]
+    kernels = ext.kernels_for(gates_x, w_hh)
+    if kernels is not None:  # the whole recurrence in one native op, the directions on two threads
+        hidden = kernels.lstm_recurrence(gates_x, w_hh).swapaxes(1, 2)  # [2, B, T, H]
+    else:
+        h = c = mx.zeros((2, B, H), dtype=x.dtype)
+        steps = []
+        for t in range(T):
+            h, c = _lstm_step(gates_x[:, t], h, c, w_hh)
+            steps.append(h)
+        hidden = mx.stack(steps, axis=2)  # [2, B, T, H]
     return mx.concatenate([hidden[0], hidden[1, :, ::-1]], axis=-1)
 
 

@@ -1,0 +1,117 @@
+"""The native softmax, GELU and LSTM recurrence (mlx_tts/ext) against float64 formulas, MLX's own ops and
+PyTorch's LSTM, and the dispatch that picks them."""
+
+import math
+from unittest import mock
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from mlx_tts import activations, ext
+from mlx_tts.models.kokoro.modules import BiLSTM
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    module = ext.cpu_kernels()
+    assert module is not None, "the native kernels did not build (is a C++ compiler installed?)"
+    return module
+
+
+def softmax64(x):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (2, 17), (4, 16), (12, 50, 498), (1, 1, 2049)])
+def test_softmax_matches_float64(kernel, shape):
+    mx.random.seed(sum(shape))
+    x = mx.random.normal(shape) * 8
+    y = np.array(kernel.softmax(x))
+    expected = softmax64(x)
+    np.testing.assert_allclose(y, expected, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=2e-6)
+
+
+def test_softmax_extremes(kernel):
+    x = mx.array([[0.0, -1e30, -200.0, 90.0], [1e4, 1e4, -1e4, 0.0]])
+    np.testing.assert_allclose(np.array(kernel.softmax(x)), softmax64(x), atol=1e-7)
+    empty = kernel.softmax(mx.zeros((0, 4)))
+    mx.eval(empty)
+    assert empty.shape == (0, 4)
+
+
+def test_gelu_tanh_matches_float64(kernel):
+    x = mx.concatenate([mx.linspace(-30, 30, 6001), mx.random.normal((10000,)) * 3])
+    x64 = np.array(x, np.float64)
+    expected = 0.5 * x64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64**3)))
+    np.testing.assert_allclose(np.array(kernel.gelu_tanh(x)), expected, rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(np.array(nn.gelu_approx(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_reject_bad_operands(kernel):
+    with pytest.raises(ValueError, match="float32"):
+        kernel.softmax(mx.zeros((2, 3), mx.float16))
+    with pytest.raises(ValueError, match="float32"):
+        kernel.gelu_tanh(mx.zeros((2,), mx.bfloat16))
+    with pytest.raises(ValueError, match="at least one axis"):
+        kernel.softmax(mx.array(1.0))
+    with pytest.raises(ValueError, match=r"gates_x \[D, T, B, 4H\]"):
+        kernel.lstm_recurrence(mx.zeros((2, 5, 1, 12)), mx.zeros((2, 4, 16)))
+
+
+def test_dispatch_uses_kernels_for_float32_only(kernel):
+    x = mx.random.normal((3, 64))
+    q, k, v = (mx.random.normal((1, 4, 33, 16)) for _ in range(3))
+    fused = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25)
+    np.testing.assert_allclose(np.array(activations.attention(q, k, v, 0.25)), np.array(fused), atol=2e-6)
+    np.testing.assert_allclose(np.array(activations.gelu_tanh(x)), np.array(nn.gelu_approx(x)), atol=2e-6)
+    with mock.patch.object(ext, "cpu_kernels", side_effect=AssertionError("native kernel used for float16")):
+        half = activations.gelu_tanh(x.astype(mx.float16))
+        attn = activations.attention(*(a.astype(mx.float16) for a in (q, k, v)), 0.25)
+    assert half.dtype == mx.float16 and attn.dtype == mx.float16
+    np.testing.assert_allclose(np.array(attn.astype(mx.float32)), np.array(fused), atol=5e-3)
+
+
+def lstm_without_kernels(lstm, x):
+    with mock.patch.object(ext, "kernels_for", return_value=None):
+        return lstm(x)
+
+
+@pytest.mark.parametrize("batch, steps", [(1, 1), (1, 37), (2, 300)])
+def test_lstm_recurrence_matches_mlx_steps(kernel, batch, steps):
+    mx.random.seed(steps)
+    lstm = BiLSTM(40, 24)
+    lstm.bias = mx.random.normal(lstm.bias.shape)
+    x = mx.random.normal((batch, steps, 40)) * 2
+    native = lstm(x)
+    assert native.shape == (batch, steps, 48)
+    np.testing.assert_allclose(np.array(native), np.array(lstm_without_kernels(lstm, x)), atol=2e-6)
+
+
+@pytest.mark.reference
+def test_lstm_recurrence_matches_torch(kernel):
+    torch = pytest.importorskip("torch")
+    mx.random.seed(3)
+    lstm = BiLSTM(640, 256)
+    lstm.bias = mx.random.normal(lstm.bias.shape) * 0.1
+    x = mx.random.normal((1, 120, 640))
+    reference = torch.nn.LSTM(640, 256, batch_first=True, bidirectional=True)
+    H4 = 4 * 256
+    state = {
+        "weight_ih_l0": lstm.weight_ih[:H4],
+        "weight_ih_l0_reverse": lstm.weight_ih[H4:],
+        "weight_hh_l0": lstm.weight_hh[0],
+        "weight_hh_l0_reverse": lstm.weight_hh[1],
+        "bias_ih_l0": lstm.bias[:H4],
+        "bias_ih_l0_reverse": lstm.bias[H4:],
+        "bias_hh_l0": mx.zeros((H4,)),
+        "bias_hh_l0_reverse": mx.zeros((H4,)),
+    }
+    reference.load_state_dict({k: torch.tensor(np.array(v)) for k, v in state.items()})
+    with torch.no_grad():
+        expected = reference(torch.tensor(np.array(x)))[0].numpy()
+    np.testing.assert_allclose(np.array(lstm(x)), expected, atol=2e-6)
