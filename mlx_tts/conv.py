@@ -20,17 +20,29 @@ import os
 import mlx.core as mx
 
 from . import ext
+from .activations import adain_snake
 
 
-def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    path = _cpu_path(x, weight, bias, groups)
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, residual=None, input_adain=None):
+    """`residual` (the output's shape) is added to the output: in the native kernel that costs no pass of its
+    own (residual blocks' `x + conv(...)`), and the output reuses the residual's memory when it can.
+    `input_adain` = (gamma, beta, alpha, eps): the convolution's input is `adain_snake(x, gamma, beta, alpha,
+    eps)` (see mlx_tts.activations); the native kernel applies it as it reads x, so that normalized copy of x
+    is never written to memory."""
+    adain_operands = () if input_adain is None else [a for a in input_adain[:3] if a is not None]
+    path = _cpu_path(x, weight, bias, groups, residual, *adain_operands)
     if path == "kernel":
-        return ext.cpu_kernels().conv1d(x, weight, bias, stride, padding, dilation)
+        gamma, beta, alpha, eps = input_adain if input_adain is not None else (None, None, None, 1e-5)
+        return ext.cpu_kernels().conv1d(x, weight, bias, stride, padding, dilation, residual, gamma, beta, alpha, eps)
+    if input_adain is not None:
+        x = adain_snake(x, *input_adain)
     if path == "mlx-ops":
         y = conv1d_matmul(x, weight, stride, padding, dilation)
     else:
         y = mx.conv1d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return y if bias is None else y + bias
+    if bias is not None:
+        y = y + bias
+    return y if residual is None else y + residual
 
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1):
@@ -47,14 +59,15 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     return y if bias is None else y + bias
 
 
-def _cpu_path(x, weight, bias, groups) -> str:
+def _cpu_path(x, weight, bias, groups, *operands) -> str:
     """"kernel" (native primitive), "mlx-ops" (tap GEMMs as MLX ops) or "native" (mx.conv*)."""
     choice = os.environ.get("MLX_TTS_CONV", "auto")
     if choice not in ("auto", "mlx-ops", "native"):
         raise ValueError(f"MLX_TTS_CONV must be auto, mlx-ops or native, not {choice!r}")
     if choice == "native" or groups != 1 or mx.default_device() != mx.cpu:
         return "native"
-    if choice == "auto" and ext.kernels_for(x, weight, *([] if bias is None else [bias])) is not None:
+    arrays = [a for a in (x, weight, bias, *operands) if a is not None]
+    if choice == "auto" and ext.kernels_for(*arrays) is not None:
         return "kernel"
     return "mlx-ops"
 

@@ -176,12 +176,13 @@ class QuantizedConv(PackedWeights):
             self.bias = conv.bias
         self.freeze()
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None, input_adain=None):
+        """`residual` and `input_adain` (plain convolutions only): see mlx_tts.conv.conv1d."""
         weight = self.matrix().reshape(-1, self.kernel_size, self.group_channels)
         bias = self.get("bias")
         if self.transposed:
             return conv_transpose1d(x, weight, bias, self.stride, self.padding, self.output_padding, self.groups)
-        return conv1d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return conv1d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, residual, input_adain)
 
 
 # ---- quantizing a model ----

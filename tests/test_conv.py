@@ -394,3 +394,59 @@ def test_blas_only_acts_before_mlx_on_cpu_builds(monkeypatch):
     monkeypatch.delitem(sys.modules, "mlx.core")
     monkeypatch.setattr(sys, "platform", "darwin")
     assert not cpu_blas._applies()
+
+
+def adain_operands(batch, t, c_in, seed=1):
+    mx.random.seed(seed)
+    x = mx.random.normal((batch, t, c_in)) * 3 + 1
+    gamma, beta = mx.random.normal((batch, c_in)), mx.random.normal((batch, c_in))
+    alpha = mx.random.uniform(0.2, 2.0, (c_in,))
+    return x, gamma, beta, alpha
+
+
+# (T, C_in, C_out, K, dilation, batch): the direct kernel from 512 output rows, the BLAS path below.
+FUSED_CASES = [(3001, 128, 128, 11, 5, 1), (1500, 256, 256, 7, 3, 2), (600, 64, 22, 7, 1, 1), (100, 128, 128, 3, 1, 2)]
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=[f"T{c[0]} C{c[1]} k{c[3]} d{c[4]} B{c[5]}" for c in FUSED_CASES])
+def test_conv_with_input_adain_and_residual(kernel, case):
+    t, c_in, c_out, k, d, batch = case
+    x, gamma, beta, alpha = adain_operands(batch, t, c_in)
+    _, w, b = random_operands(t, c_in, c_out, k, seed=2)
+    residual = mx.random.normal((batch, t, c_out))
+    pad = d * (k - 1) // 2
+    normalized = activations._snake_mlx(activations._adain_mlx(x, gamma, beta, 1e-5), alpha)
+    expected = reference(False, normalized, w, b, 1, pad, d) + residual
+    assert_close(kernel.conv1d(x, w, b, 1, pad, d, residual, gamma, beta, alpha, 1e-5), expected, tol=2e-5)
+    # The residual as an intermediate that nothing else holds: the output takes over its buffer.
+    assert_close(kernel.conv1d(x, w, b, 1, pad, d, residual * 2, gamma, beta, alpha, 1e-5), expected + residual, tol=2e-5)
+    # Snake alone, the norm alone, and the residual alone.
+    assert_close(kernel.conv1d(x, w, None, 1, pad, d, None, None, None, alpha), reference(False, activations._snake_mlx(x, alpha), w, 0, 1, pad, d), tol=2e-5)
+    plain_norm = activations._adain_mlx(x, gamma, beta, 1e-5)
+    assert_close(kernel.conv1d(x, w, b, 1, pad, d, None, gamma, beta, None), reference(False, plain_norm, w, b, 1, pad, d), tol=2e-5)
+    assert_close(kernel.conv1d(x, w, b, 1, pad, d, residual), reference(False, x, w, b, 1, pad, d) + residual, tol=2e-5)
+
+
+def test_conv_dispatch_with_input_adain(kernel, monkeypatch):
+    x, gamma, beta, alpha = adain_operands(1, 700, 32)
+    _, w, b = random_operands(700, 32, 16, 3, seed=3)
+    residual = mx.random.normal((1, 700, 16))
+    args = dict(residual=residual, input_adain=(gamma, beta, alpha, 1e-5))
+    fused = conv.conv1d(x, w, b, 1, 3, 3, **args)
+    monkeypatch.setenv("MLX_TTS_CONV", "mlx-ops")
+    assert_close(conv.conv1d(x, w, b, 1, 3, 3, **args), fused, tol=2e-5)
+    monkeypatch.setenv("MLX_TTS_CONV", "native")
+    assert_close(conv.conv1d(x, w, b, 1, 3, 3, **args), fused, tol=2e-5)
+
+
+def test_conv_rejects_bad_fused_operands(kernel):
+    x, gamma, beta, alpha = adain_operands(1, 50, 8)
+    _, w, b = random_operands(50, 8, 4, 3)
+    with pytest.raises(ValueError, match="residual must be float32 with the output's shape"):
+        kernel.conv1d(x, w, b, 1, 1, 1, mx.zeros((1, 49, 4)))
+    with pytest.raises(ValueError, match="needs both gamma and beta"):
+        kernel.conv1d(x, w, b, 1, 1, 1, None, gamma, None)
+    with pytest.raises(ValueError, match=r"gamma and beta must be float32 \[B, C_in\]"):
+        kernel.conv1d(x, w, b, 1, 1, 1, None, gamma[:, :4], beta[:, :4])
+    with pytest.raises(ValueError, match=r"alpha must be float32 \[C_in\]"):
+        kernel.conv1d(x, w, b, 1, 1, 1, None, None, None, alpha[:3])

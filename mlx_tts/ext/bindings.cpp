@@ -10,7 +10,10 @@ using namespace nb::literals;
 
 NB_MODULE(_cpu_kernels, m) {
   m.def("conv1d", &mlx_tts::conv1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a, "padding"_a, "dilation"_a,
-        "1-D convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");
+        "residual"_a.none() = nb::none(), "gamma"_a.none() = nb::none(), "beta"_a.none() = nb::none(),
+        "alpha"_a.none() = nb::none(), "eps"_a = 1e-5f,
+        "1-D convolution (groups=1, float32) on the CPU stream, plus `residual` (the output's shape) if given; "
+        "with gamma, beta ([B, C_in]) and/or alpha ([C_in]) of the input after AdaIN and/or Snake.");
   m.def("conv_transpose1d", &mlx_tts::conv_transpose1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a,
         "padding"_a, "output_padding"_a,
         "1-D transposed convolution (groups=1, float32) on the CPU stream as one strided GEMM per kernel tap.");

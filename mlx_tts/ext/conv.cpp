@@ -3,6 +3,11 @@
 // conv1d:            y[t]                         += x[t * stride - padding + k * dilation] @ W[:, k, :]^T
 // conv_transpose1d:  y[t * stride - padding + k]  += x[t] @ W[:, k, :]^T
 //
+// y starts as the bias, plus a residual when one is given (a residual block's x + conv(...) without a pass of
+// its own; y then takes over the residual's buffer when nothing else holds it). conv1d can also apply
+// Kokoro's AdaIN and Snake to its input as it reads it (see norm_snake.h), so that the normalized input,
+// as large as x, is never written to memory: the direct kernel transforms each chunk's input rows into a
+// buffer that stays in cache.
 // Both read the input and the weight ([C_out, K, C_in], MLX layout) and write the output in place through
 // BLAS leading dimensions, so there is no im2col buffer, no zero insertion and no overlap-add pass.
 // The output rows are split over threads, and each thread's rows are processed in blocks that stay in
@@ -17,6 +22,7 @@
 
 #include "direct_conv.h"
 #include "kernels.h"
+#include "norm_snake.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
@@ -40,6 +46,9 @@ constexpr int kMinRowsPerChunk = 32;
 constexpr int kDirectMinRows = 512;
 // Direct kernel work chunks, in tiles of kDirectTileRows rows: small enough that a thread that starts late still gets a share.
 constexpr int kMinTilesPerChunk = 4, kMaxTilesPerChunk = 16;
+// With an input transform, a chunk's input rows are transformed into a buffer of its own, so chunks are
+// larger (the rows its taps reach past its end are transformed twice) but stay in L2: at most this many rows.
+constexpr int kMinTransformRows = 192, kMaxTransformRows = 576;
 
 int block_rows(int c_out) {
   return std::max(16, kBlockElements / c_out);
@@ -65,25 +74,26 @@ int output_length(bool transpose, int t_in, int kernel, int stride, int padding,
   return span < 0 ? 0 : span / stride + 1;
 }
 
-void fill_rows(float* y, const float* bias, int rows, int channels) {
+// Output rows before any tap: the bias plus the residual (laid out as y; may be y itself, or null).
+void fill_rows(float* y, const float* bias, const float* residual, int rows, int channels) {
   for (int r = 0; r < rows; ++r) {
     float* row = y + static_cast<size_t>(r) * channels;
-    if (bias) {
-      std::copy(bias, bias + channels, row);
-    } else {
-      std::fill(row, row + channels, 0.0f);
+    const float* res = residual ? residual + static_cast<size_t>(r) * channels : nullptr;
+    for (int c = 0; c < channels; ++c) {
+      row[c] = (bias ? bias[c] : 0.0f) + (res ? res[c] : 0.0f);
     }
   }
 }
 
-// Computes output rows [r0, r1) of one batch item: cache-sized blocks, each initialized with the bias, then
-// one strided GEMM per tap accumulating into it.
-void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias, float* y,
-               int r0, int r1) {
+// Computes output rows [r0, r1) of one batch item: cache-sized blocks, each initialized with the bias and
+// residual, then one strided GEMM per tap accumulating into it.
+void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias,
+               const float* residual, float* y, int r0, int r1) {
   const int rows_per_block = block_rows(s.c_out);
   for (int b0 = r0; b0 < r1; b0 += rows_per_block) {
     const int b1 = std::min(r1, b0 + rows_per_block);
-    fill_rows(y + static_cast<size_t>(b0) * s.c_out, bias, b1 - b0, s.c_out);
+    const size_t offset = static_cast<size_t>(b0) * s.c_out;
+    fill_rows(y + offset, bias, residual ? residual + offset : nullptr, b1 - b0, s.c_out);
     for (int k = 0; k < s.kernel; ++k) {
       if (transpose) {
         // Input row t writes output row t * stride + shift.
@@ -133,9 +143,41 @@ std::vector<Family> tap_families(const ConvShape& s, bool transpose) {
   return families;
 }
 
+// Output rows [0, t_out) of a convolution (one family) whose input is x after `transform`: each chunk of rows
+// transforms the input rows its taps reach into a buffer (zero rows for the padding), then runs its tiles on it.
+void direct_transformed_rows(const ConvShape& s, const TapFamily& family, const float* x,
+                             const ChannelTransform& transform, const float* packed, const float* bias,
+                             const float* residual, float* y) {
+  const int reach = (s.kernel - 1) * s.dilation;
+  const int balanced = ceil_div(s.t_out, 4 * worker_count());
+  const int chunk = kDirectTileRows * ceil_div(std::clamp(std::min(4 * reach, balanced), kMinTransformRows,
+                                                          kMaxTransformRows), kDirectTileRows);
+  parallel_for(ceil_div(s.t_out, chunk), 1, 1, [&](int c0, int c1) {
+    std::vector<float> buffer;
+    for (int c = c0; c < c1; ++c) {
+      const int u0 = c * chunk, u1 = std::min(s.t_out, u0 + chunk);
+      const int lo = family.x_first + u0 * family.x_step;  // first input row the chunk reads
+      const int hi = family.x_first + (u1 - 1) * family.x_step + reach;
+      buffer.assign(static_cast<size_t>(hi - lo + 1) * s.c_in, 0.0f);
+      const int copy_lo = std::max(lo, 0), copy_hi = std::min(hi, s.t_in - 1);
+      if (copy_hi >= copy_lo) {
+        transform.apply(x + static_cast<size_t>(copy_lo) * s.c_in,
+                        buffer.data() + static_cast<size_t>(copy_lo - lo) * s.c_in, copy_hi - copy_lo + 1);
+      }
+      ConvShape chunk_shape = s;
+      chunk_shape.t_in = hi - lo + 1;
+      TapFamily chunk_family = family;
+      chunk_family.x_first -= lo;
+      direct_rows(chunk_shape, chunk_family, buffer.data(), packed, bias, residual, y, u0, u1);
+    }
+  });
+}
+
 // Runs every family through the direct kernel: weights packed once per call, then all families' tiles
-// shared out to the threads as one list of work.
-void direct_conv(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias, float* y) {
+// shared out to the threads as one list of work. `transforms` (one per batch item, conv1d only): applied
+// to the input as it is read.
+void direct_conv(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias,
+                 const float* residual, float* y, const std::vector<ChannelTransform>& transforms) {
   std::vector<Family> families = tap_families(s, transpose);
   std::vector<std::vector<float>> packed(families.size());
   constexpr int kTile = kDirectTileRows;
@@ -154,10 +196,16 @@ void direct_conv(const ConvShape& s, bool transpose, const float* x, const float
   for (int b = 0; b < s.batch; ++b) {
     const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
     float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
+    const float* rb = residual ? residual + static_cast<size_t>(b) * s.t_out * s.c_out : nullptr;
+    if (!transforms.empty()) {
+      direct_transformed_rows(s, families[0].rows, xb, transforms[b], packed[0].data(), bias, rb, yb);
+      continue;
+    }
     for (const Family& family : families) {
-      if (family.rows.taps == 0) {  // a phase that no tap reaches (kernel < stride): bias only
+      if (family.rows.taps == 0) {  // a phase that no tap reaches (kernel < stride): bias and residual only
         for (int u = family.first; u <= family.last; ++u) {
-          fill_rows(yb + family.rows.y_first + u * family.rows.y_step, bias, 1, s.c_out);
+          const long offset = family.rows.y_first + u * family.rows.y_step;
+          fill_rows(yb + offset, bias, rb ? rb + offset : nullptr, 1, s.c_out);
         }
       }
     }
@@ -168,23 +216,49 @@ void direct_conv(const ConvShape& s, bool transpose, const float* x, const float
           const Family& family = families[f];
           const int u0 = family.first + (lo - tile_start[f]) * kTile;
           const int u1 = std::min(family.last + 1, family.first + (hi - tile_start[f]) * kTile);
-          direct_rows(s, family.rows, xb, packed[f].data(), bias, yb, u0, u1);
+          direct_rows(s, family.rows, xb, packed[f].data(), bias, rb, yb, u0, u1);
         }
       }
     });
   }
 }
 
+// Which optional operands a convolution has; they follow x and the weight in this order.
+struct ConvOperands {
+  bool bias = false, residual = false, input_norm = false, input_snake = false;
+  float eps = 0.0f;
+
+  bool operator==(const ConvOperands&) const = default;
+  int bias_index() const { return 2; }
+  int residual_index() const { return 2 + bias; }
+  int gamma_index() const { return 2 + bias + residual; }  // then beta
+  int alpha_index() const { return gamma_index() + 2 * input_norm; }
+};
+
 class TapConv : public mx::Primitive {
  public:
-  TapConv(mx::Stream stream, bool transpose, int stride, int padding, int extra)
-      : mx::Primitive(stream), transpose_(transpose), stride_(stride), padding_(padding), extra_(extra) {}
+  TapConv(mx::Stream stream, bool transpose, int stride, int padding, int extra, ConvOperands operands)
+      : mx::Primitive(stream),
+        transpose_(transpose),
+        stride_(stride),
+        padding_(padding),
+        extra_(extra),
+        operands_(operands) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const mx::array& x = inputs[0];
     const mx::array& w = inputs[1];
     mx::array& y = outputs[0];
-    y.set_data(mx::allocator::malloc(y.nbytes()));
+    const ConvOperands op = operands_;
+    const mx::array* residual = op.residual ? &inputs[op.residual_index()] : nullptr;
+    // The output takes over the residual's buffer when nothing else holds it: each element of y reads only
+    // the same element of the residual, before it is written.
+    const bool in_place = residual && residual->is_donatable() && residual->data_shared_ptr() != x.data_shared_ptr();
+    if (in_place) {
+      y.copy_shared_buffer(*residual);
+    } else {
+      y.set_data(mx::allocator::malloc(y.nbytes()));
+    }
     const int dilation = transpose_ ? 1 : extra_;
     const ConvShape s{x.shape(0), x.shape(1), x.shape(2), y.shape(1), y.shape(2), w.shape(1), stride_, padding_, dilation};
     auto& encoder = mx::cpu::get_command_encoder(stream());
@@ -192,18 +266,39 @@ class TapConv : public mx::Primitive {
       encoder.set_input_array(a);
     }
     encoder.set_output_array(y);
-    const float* bias = inputs.size() > 2 ? inputs[2].data<float>() : nullptr;
-    encoder.dispatch([s, transpose = transpose_, x = x.data<float>(), w = w.data<float>(), bias,
-                      y = y.data<float>()]() {
+    const float* bias = op.bias ? inputs[op.bias_index()].data<float>() : nullptr;
+    const float* res = residual ? residual->data<float>() : nullptr;
+    const float* gamma = op.input_norm ? inputs[op.gamma_index()].data<float>() : nullptr;
+    const float* beta = op.input_norm ? inputs[op.gamma_index() + 1].data<float>() : nullptr;
+    const float* alpha = op.input_snake ? inputs[op.alpha_index()].data<float>() : nullptr;
+    encoder.dispatch([s, transpose = transpose_, x = x.data<float>(), w = w.data<float>(), bias, res, gamma, beta,
+                      alpha, op, y = y.data<float>()]() {
+      std::vector<ChannelTransform> transforms;  // of the input, one per batch item
+      for (int b = 0; (op.input_norm || op.input_snake) && b < s.batch; ++b) {
+        transforms.push_back(op.input_norm ? ChannelTransform::adain(x + static_cast<size_t>(b) * s.t_in * s.c_in,
+                                                                     s.t_in, s.c_in, gamma + b * s.c_in,
+                                                                     beta + b * s.c_in, op.eps, alpha)
+                                           : ChannelTransform::snake(s.c_in, alpha));
+      }
       if (s.t_out >= kDirectMinRows && direct_conv_available()) {
-        direct_conv(s, transpose, x, w, bias, y);
+        direct_conv(s, transpose, x, w, bias, res, y, transforms);
         return;
       }
+      std::vector<float> transformed;  // the transformed input of one batch item, for the BLAS path
       for (int b = 0; b < s.batch; ++b) {
         const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
-        float* yb = y + static_cast<size_t>(b) * s.t_out * s.c_out;
-        parallel_for(s.t_out, kMinRowsPerChunk, block_rows(s.c_out),
-                     [&](int r0, int r1) { conv_rows(s, transpose, xb, w, bias, yb, r0, r1); });
+        if (!transforms.empty()) {
+          transformed.resize(static_cast<size_t>(s.t_in) * s.c_in);
+          parallel_for(s.t_in, kMinRowsPerChunk, block_rows(s.c_in), [&](int r0, int r1) {
+            const size_t offset = static_cast<size_t>(r0) * s.c_in;
+            transforms[b].apply(xb + offset, transformed.data() + offset, r1 - r0);
+          });
+          xb = transformed.data();
+        }
+        const size_t y_offset = static_cast<size_t>(b) * s.t_out * s.c_out;
+        parallel_for(s.t_out, kMinRowsPerChunk, block_rows(s.c_out), [&](int r0, int r1) {
+          conv_rows(s, transpose, xb, w, bias, res ? res + y_offset : nullptr, y + y_offset, r0, r1);
+        });
       }
     });
   }
@@ -224,12 +319,14 @@ class TapConv : public mx::Primitive {
 
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto& o = static_cast<const TapConv&>(other);
-    return transpose_ == o.transpose_ && stride_ == o.stride_ && padding_ == o.padding_ && extra_ == o.extra_;
+    return transpose_ == o.transpose_ && stride_ == o.stride_ && padding_ == o.padding_ && extra_ == o.extra_ &&
+           operands_ == o.operands_;
   }
 
  private:
   bool transpose_;
   int stride_, padding_, extra_;
+  ConvOperands operands_;
 };
 
 void check_operands(const char* op, const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias) {
@@ -251,7 +348,9 @@ void check_operands(const char* op, const mx::array& x, const mx::array& w, cons
 }
 
 mx::array make_conv(bool transpose, const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias,
-                    int stride, int padding, int extra) {
+                    int stride, int padding, int extra, const std::optional<mx::array>& residual,
+                    const std::optional<mx::array>& gamma, const std::optional<mx::array>& beta,
+                    const std::optional<mx::array>& alpha, float eps) {
   check_operands(transpose ? "conv_transpose1d" : "conv1d", x, w, bias);
   if (stride < 1 || padding < 0 || extra < (transpose ? 0 : 1)) {
     throw std::invalid_argument(transpose ? "conv_transpose1d: need stride >= 1, padding >= 0, output_padding >= 0"
@@ -266,20 +365,52 @@ mx::array make_conv(bool transpose, const mx::array& x, const mx::array& w, cons
   if (bias) {
     inputs.push_back(mx::contiguous(*bias, false, stream));
   }
-  return mx::array({x.shape(0), t_out, w.shape(0)}, mx::float32,
-                   std::make_shared<TapConv>(stream, transpose, stride, padding, extra), std::move(inputs));
+  const mx::Shape out_shape = {x.shape(0), t_out, w.shape(0)};
+  if (residual) {
+    if (residual->dtype() != mx::float32 || residual->shape() != out_shape) {
+      std::ostringstream msg;
+      msg << (transpose ? "conv_transpose1d" : "conv1d") << ": the residual must be float32 with the output's shape ["
+          << out_shape[0] << ", " << out_shape[1] << ", " << out_shape[2] << "]";
+      throw std::invalid_argument(msg.str());
+    }
+    inputs.push_back(mx::contiguous(*residual, false, stream));
+  }
+  if (gamma.has_value() != beta.has_value()) {
+    throw std::invalid_argument("conv1d: the input AdaIN needs both gamma and beta");
+  }
+  const int batch = x.shape(0), c_in = x.shape(2);
+  for (const auto* coefficient : {&gamma, &beta}) {
+    if (*coefficient) {
+      if ((*coefficient)->dtype() != mx::float32 || (*coefficient)->size() != static_cast<size_t>(batch) * c_in) {
+        throw std::invalid_argument("conv1d: the input AdaIN's gamma and beta must be float32 [B, C_in]");
+      }
+      inputs.push_back(mx::contiguous(**coefficient, false, stream));
+    }
+  }
+  if (alpha) {
+    if (alpha->dtype() != mx::float32 || alpha->ndim() != 1 || alpha->shape(0) != c_in) {
+      throw std::invalid_argument("conv1d: the input Snake's alpha must be float32 [C_in]");
+    }
+    inputs.push_back(mx::contiguous(*alpha, false, stream));
+  }
+  const ConvOperands operands{bias.has_value(), residual.has_value(), gamma.has_value(), alpha.has_value(), eps};
+  return mx::array(out_shape, mx::float32,
+                   std::make_shared<TapConv>(stream, transpose, stride, padding, extra, operands), std::move(inputs));
 }
 
 }  // namespace
 
 mx::array conv1d(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias, int stride,
-                 int padding, int dilation) {
-  return make_conv(false, x, w, bias, stride, padding, dilation);
+                 int padding, int dilation, const std::optional<mx::array>& residual,
+                 const std::optional<mx::array>& gamma, const std::optional<mx::array>& beta,
+                 const std::optional<mx::array>& alpha, float eps) {
+  return make_conv(false, x, w, bias, stride, padding, dilation, residual, gamma, beta, alpha, eps);
 }
 
 mx::array conv_transpose1d(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias,
                            int stride, int padding, int output_padding) {
-  return make_conv(true, x, w, bias, stride, padding, output_padding);
+  return make_conv(true, x, w, bias, stride, padding, output_padding, std::nullopt, std::nullopt, std::nullopt,
+                   std::nullopt, 0.0f);
 }
 
 }  // namespace mlx_tts

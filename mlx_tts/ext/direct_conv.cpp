@@ -27,14 +27,15 @@ constexpr int kVector = 16;
 // Accumulates one tile: ROWS output rows (a[r * row_step] is row r's first tap), VECS x 16 channels.
 template <int ROWS, int VECS>
 MLX_TTS_AVX512 void tile(const float* a, long row_step, long tap_step, int taps, int c_in, const float* panel,
-                         const float* bias, int valid, float* y, long ldy) {
+                         const float* bias, const float* residual, int valid, float* y, long ldy) {
   __m512 acc[ROWS][VECS];
   for (int v = 0; v < VECS; ++v) {
     const int left = valid - v * kVector;
     const __mmask16 mask = left >= kVector ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
     const __m512 init = bias ? _mm512_maskz_loadu_ps(mask, bias + v * kVector) : _mm512_setzero_ps();
     for (int r = 0; r < ROWS; ++r) {
-      acc[r][v] = init;
+      acc[r][v] = residual ? _mm512_add_ps(init, _mm512_maskz_loadu_ps(mask, residual + r * ldy + v * kVector))
+                           : init;
     }
   }
   const float* b = panel;
@@ -62,7 +63,8 @@ MLX_TTS_AVX512 void tile(const float* a, long row_step, long tap_step, int taps,
   }
 }
 
-using TileFn = void (*)(const float*, long, long, int, int, const float*, const float*, int, float*, long);
+using TileFn = void (*)(const float*, long, long, int, int, const float*, const float*, const float*, int, float*,
+                        long);
 
 template <int ROWS>
 TileFn tile_for_vectors(int vecs) {
@@ -112,7 +114,7 @@ void pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride
 }
 
 void direct_rows(const ConvShape& s, const TapFamily& f, const float* x, const float* packed, const float* bias,
-                 float* y, int u0, int u1) {
+                 const float* residual, float* y, int u0, int u1) {
   const long row_step = static_cast<long>(f.x_step) * s.c_in;
   const long tap_step = static_cast<long>(f.x_tap_step) * s.c_in;
   const size_t depth = static_cast<size_t>(f.taps) * s.c_in;
@@ -140,8 +142,9 @@ void direct_rows(const ConvShape& s, const TapFamily& f, const float* x, const f
         }
         a = padded.data() + static_cast<size_t>(start - lo) * s.c_in;
       }
-      tile_for(rows, vecs)(a, row_step, tap_step, f.taps, s.c_in, panel, bias ? bias + p * kPanel : nullptr, valid,
-                           y + f.y_first + u * f.y_step + p * kPanel, f.y_step);
+      const long y_offset = f.y_first + u * f.y_step + p * kPanel;
+      tile_for(rows, vecs)(a, row_step, tap_step, f.taps, s.c_in, panel, bias ? bias + p * kPanel : nullptr,
+                           residual ? residual + y_offset : nullptr, valid, y + y_offset, f.y_step);
     }
   }
 }

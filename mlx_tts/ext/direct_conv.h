@@ -36,8 +36,9 @@ void pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride
                float* packed);
 
 // Family rows [u0, u1) of one batch item (x: [t_in, c_in], y: [t_out, c_out]): 6-row x 64-channel tiles
-// accumulate every tap in registers and are written once, bias included.
+// accumulate every tap in registers and are written once, bias and residual (laid out as y, may be y
+// itself, or null) included.
 void direct_rows(const ConvShape& s, const TapFamily& family, const float* x, const float* packed, const float* bias,
-                 float* y, int u0, int u1);
+                 const float* residual, float* y, int u0, int u1);
 
 }  // namespace mlx_tts

@@ -10,9 +10,14 @@ namespace mlx_tts {
 
 namespace mx = mlx::core;
 
-// 1-D convolution, groups=1, float32, MLX layout: x [B, T, C_in], weight [C_out, K, C_in], bias [C_out].
+// 1-D convolution, groups=1, float32, MLX layout: x [B, T, C_in], weight [C_out, K, C_in], bias [C_out];
+// `residual` (the output's shape) is added to the output, in place when nothing else holds it. With gamma
+// and beta ([B, C_in]) the input goes through adain_snake(x, gamma, beta, alpha, eps) first (Snake alone
+// with only alpha), applied as the convolution reads it.
 mx::array conv1d(const mx::array& x, const mx::array& weight, const std::optional<mx::array>& bias, int stride,
-                 int padding, int dilation);
+                 int padding, int dilation, const std::optional<mx::array>& residual,
+                 const std::optional<mx::array>& gamma, const std::optional<mx::array>& beta,
+                 const std::optional<mx::array>& alpha, float eps);
 
 // 1-D transposed convolution, groups=1, float32: x [B, T, C_in], weight [C_out, K, C_in] (MLX's layout).
 mx::array conv_transpose1d(const mx::array& x, const mx::array& weight, const std::optional<mx::array>& bias,

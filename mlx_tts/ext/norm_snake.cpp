@@ -18,6 +18,7 @@
 
 #include "fast_math.h"
 #include "kernels.h"
+#include "norm_snake.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
@@ -105,42 +106,17 @@ class NormSnake : public mx::Primitive {
     const int rows = static_cast<int>(x.size() / channels / batch);
     encoder.dispatch([x = x.data<float>(), y = y.data<float>(), gamma, beta, alpha, batch, rows, channels,
                       normalize = normalize_, eps = eps_]() {
-      std::vector<float> scale(channels, 1.0f), shift(channels, 0.0f), inv_alpha(channels);
-      for (int c = 0; alpha && c < channels; ++c) {
-        inv_alpha[c] = 1.0f / alpha[c];
-      }
-      const int min_rows = std::max(1, kMinChunkElements / channels);
-      const int max_rows = std::max(1, kMaxChunkElements / channels);
       for (int b = 0; b < batch; ++b) {
-        const float* xb = x + static_cast<size_t>(b) * rows * channels;
-        float* yb = y + static_cast<size_t>(b) * rows * channels;
-        if (normalize) {
-          std::vector<double> sum(channels, 0.0), sum_sq(channels, 0.0);
-          std::mutex merge;
-          parallel_for(rows, min_rows, max_rows, [&](int r0, int r1) {
-            std::vector<double> s(channels, 0.0), s2(channels, 0.0);
-            channel_sums(xb + static_cast<size_t>(r0) * channels, r1 - r0, channels, s.data(), s2.data());
-            std::lock_guard<std::mutex> lock(merge);
-            for (int c = 0; c < channels; ++c) {
-              sum[c] += s[c];
-              sum_sq[c] += s2[c];
-            }
-          });
-          for (int c = 0; c < channels; ++c) {
-            const double mean = sum[c] / rows;
-            const double var = std::max(sum_sq[c] / rows - mean * mean, 0.0);
-            scale[c] = static_cast<float>((1.0 + gamma[b * channels + c]) / std::sqrt(var + eps));
-            shift[c] = static_cast<float>(beta[b * channels + c] - mean * scale[c]);
-          }
-        }
+        const size_t offset = static_cast<size_t>(b) * rows * channels;
+        const ChannelTransform transform =
+            normalize ? ChannelTransform::adain(x + offset, rows, channels, gamma + b * channels,
+                                                beta + b * channels, eps, alpha)
+                      : ChannelTransform::snake(channels, alpha);
+        const int min_rows = std::max(1, kMinChunkElements / channels);
+        const int max_rows = std::max(1, kMaxChunkElements / channels);
         parallel_for(rows, min_rows, max_rows, [&](int r0, int r1) {
-          const size_t offset = static_cast<size_t>(r0) * channels;
-          if (alpha) {
-            affine_snake_rows(xb + offset, scale.data(), shift.data(), alpha, inv_alpha.data(), yb + offset,
-                              r1 - r0, channels);
-          } else {
-            affine_rows(xb + offset, scale.data(), shift.data(), yb + offset, r1 - r0, channels);
-          }
+          const size_t start = offset + static_cast<size_t>(r0) * channels;
+          transform.apply(x + start, y + start, r1 - r0);
         });
       }
     });
@@ -175,6 +151,52 @@ void check_float32(const char* op, const mx::array& a) {
 }
 
 }  // namespace
+
+ChannelTransform ChannelTransform::adain(const float* x, int rows, int channels, const float* gamma,
+                                         const float* beta, float eps, const float* alpha) {
+  std::vector<double> sum(channels, 0.0), sum_sq(channels, 0.0);
+  std::mutex merge;
+  const int min_rows = std::max(1, kMinChunkElements / channels);
+  const int max_rows = std::max(1, kMaxChunkElements / channels);
+  parallel_for(rows, min_rows, max_rows, [&](int r0, int r1) {
+    std::vector<double> s(channels, 0.0), s2(channels, 0.0);
+    channel_sums(x + static_cast<size_t>(r0) * channels, r1 - r0, channels, s.data(), s2.data());
+    std::lock_guard<std::mutex> lock(merge);
+    for (int c = 0; c < channels; ++c) {
+      sum[c] += s[c];
+      sum_sq[c] += s2[c];
+    }
+  });
+  ChannelTransform t = snake(channels, alpha);
+  for (int c = 0; c < channels; ++c) {
+    const double mean = sum[c] / rows;
+    const double var = std::max(sum_sq[c] / rows - mean * mean, 0.0);
+    t.scale[c] = static_cast<float>((1.0 + gamma[c]) / std::sqrt(var + eps));
+    t.shift[c] = static_cast<float>(beta[c] - mean * t.scale[c]);
+  }
+  return t;
+}
+
+ChannelTransform ChannelTransform::snake(int channels, const float* alpha) {
+  ChannelTransform t{std::vector<float>(channels, 1.0f), std::vector<float>(channels, 0.0f), {}, {}};
+  if (alpha) {
+    t.alpha.assign(alpha, alpha + channels);
+    t.inv_alpha.resize(channels);
+    for (int c = 0; c < channels; ++c) {
+      t.inv_alpha[c] = 1.0f / alpha[c];
+    }
+  }
+  return t;
+}
+
+void ChannelTransform::apply(const float* x, float* y, size_t rows) const {
+  const int channels = static_cast<int>(scale.size());
+  if (alpha.empty()) {
+    affine_rows(x, scale.data(), shift.data(), y, rows, channels);
+  } else {
+    affine_snake_rows(x, scale.data(), shift.data(), alpha.data(), inv_alpha.data(), y, rows, channels);
+  }
+}
 
 mx::array snake(const mx::array& x, const mx::array& alpha) {
   check_float32("snake", x);

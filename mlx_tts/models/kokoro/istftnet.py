@@ -39,7 +39,11 @@ class AdaINResBlock1(nn.Module):
             self.convs1, self.convs2, self.adain1, self.adain2, self.alpha1, self.alpha2
         ):
             # One expression, so that no Python name keeps an intermediate alive once the next op has read it.
-            x = x + conv2(norm2(conv1(norm1(x, s, snake_alpha=alpha1)), s, snake_alpha=alpha2))
+            # The convolutions apply the norms and Snakes to their input as they read it, and conv2 adds the
+            # residual, in x's memory when no one else holds x.
+            x = conv2(
+                conv1(x, input_adain=norm1.conv_input(s, alpha1)), input_adain=norm2.conv_input(s, alpha2), residual=x
+            )
             # Evaluated step by step: as one lazy graph the block's steps held ~12 intermediates of x's size
             # at once (~750 MB at the generator's last stage for 27 s of audio), against ~3 this way.
             mx.eval(x)

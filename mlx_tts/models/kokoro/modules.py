@@ -34,9 +34,13 @@ class Conv1d(QuantizableConv):
         if bias:
             self.bias = mx.zeros((out_channels,))
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None, input_adain=None):
+        """`residual`: added to the output; `input_adain`: see `AdaIN1d.conv_input` (both fused into the
+        convolution where the device allows)."""
         bias = self.bias if "bias" in self else None
-        return conv1d(x, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return conv1d(
+            x, self.weight, bias, self.stride, self.padding, self.dilation, self.groups, residual, input_adain
+        )
 
 
 class ConvTranspose1d(QuantizableConv):
@@ -64,8 +68,12 @@ class AdaIN1d(nn.Module):
 
     def __call__(self, x, s, snake_alpha=None):
         """With `snake_alpha`, the Snake activation that follows in the generator is fused in."""
+        return adain_snake(x, *self.conv_input(s, snake_alpha))
+
+    def conv_input(self, s, snake_alpha=None):
+        """This norm (and Snake) for style s as a convolution's `input_adain`: (gamma, beta, alpha, eps)."""
         gamma, beta = mx.split(self.fc(s), 2, axis=-1)
-        return adain_snake(x, gamma, beta, snake_alpha, self.eps)
+        return gamma, beta, snake_alpha, self.eps
 
 
 class AdaLayerNorm(nn.Module):
