@@ -28,6 +28,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from . import ext
 from .conv import conv1d, conv_transpose1d
 
 logger = logging.getLogger("mlx_tts")
@@ -48,6 +49,9 @@ RECIPES = {
 # From this many positions on, `linear` expands low-precision weights to float32 on the CPU (crossover measured
 # on a 2048 x 8192 layer: MLX's 4-bit and bfloat16 kernels win for 1 position, lose for 16).
 EXPAND_MIN_POSITIONS = 8
+# What the native quantized matrix-vector kernel takes (mlx_tts/ext/quantized_matvec.cpp).
+NATIVE_MATVEC_BITS = (4, 8)
+NATIVE_MATVEC_ROWS = 8
 
 
 def check_bits(bits: int):
@@ -114,9 +118,14 @@ def dequantized_weight(layer: nn.Module) -> mx.array:
 def linear(layer: nn.Module, x: mx.array) -> mx.array:
     """`layer(x)` for x [..., positions, in]. On the CPU, a quantized or half-precision layer applied to many
     positions at once is run as a float32 GEMM on its expanded weights: MLX's CPU kernels for those types are
-    not BLAS-backed (4-bit, 128 positions, 2048 x 8192: 3.3 s natively, 0.22 s expanded)."""
-    if x.shape[-2] < EXPAND_MIN_POSITIONS or mx.default_device() != mx.cpu:
+    not BLAS-backed (4-bit, 128 positions, 2048 x 8192: 3.3 s natively, 0.22 s expanded). A 4- or 8-bit layer
+    applied to a few positions (token-by-token generation) runs in the native kernel (`mlx_tts.ext`): one
+    pass over the packed weights, ~10x faster than MLX's CPU kernel and ~3x faster than float32."""
+    if mx.default_device() != mx.cpu:
         return layer(x)
+    if x.shape[-2] < EXPAND_MIN_POSITIONS:
+        y = _native_matvec(layer, x)
+        return layer(x) if y is None else y
     if isinstance(layer, nn.QuantizedLinear):
         weight = dequantized_weight(layer).astype(mx.float32)
     elif layer.weight.dtype != mx.float32:
@@ -125,6 +134,25 @@ def linear(layer: nn.Module, x: mx.array) -> mx.array:
         return layer(x)
     y = x.astype(mx.float32) @ weight.T
     return (y + layer.bias if "bias" in layer else y).astype(x.dtype)
+
+
+def _native_matvec(layer: nn.Module, x: mx.array):
+    """A quantized layer's output for a few rows of float32 x from the native kernel; None where it can't."""
+    rows = math.prod(x.shape[:-1])
+    if not (
+        isinstance(layer, nn.QuantizedLinear)
+        and layer.mode == "affine"
+        and layer.bits in NATIVE_MATVEC_BITS
+        and 0 < rows <= NATIVE_MATVEC_ROWS
+    ):
+        return None
+    kernels = ext.kernels_for(x, layer.scales, layer.biases)
+    if kernels is None:
+        return None
+    y = kernels.quantized_matvec(
+        x.reshape(rows, -1), layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits
+    ).reshape(*x.shape[:-1], -1)
+    return y + layer.bias if "bias" in layer else y
 
 
 class PackedWeights(nn.Module):

@@ -115,3 +115,47 @@ def test_lstm_recurrence_matches_torch(kernel):
     with torch.no_grad():
         expected = reference(torch.tensor(np.array(x)))[0].numpy()
     np.testing.assert_allclose(np.array(lstm(x)), expected, atol=2e-6)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("rows", [1, 2, 8])
+def test_quantized_matvec_matches_mlx(kernel, bits, group_size, rows):
+    mx.random.seed(bits * group_size + rows)
+    weight = mx.random.normal((70, 384))
+    x = mx.random.normal((rows, 384))
+    packed, scales, biases = mx.quantize(weight, group_size, bits)
+    expected = mx.quantized_matmul(x, packed, scales, biases, transpose=True, group_size=group_size, bits=bits)
+    y = kernel.quantized_matvec(x, packed, scales, biases, group_size, bits)
+    np.testing.assert_allclose(np.array(y), np.array(expected), atol=2e-5 * mx.abs(expected).max().item())
+
+
+def test_quantized_matvec_rejects_bad_operands(kernel):
+    packed, scales, biases = mx.quantize(mx.random.normal((8, 128)), 64, 4)
+    x = mx.zeros((1, 128))
+    with pytest.raises(ValueError, match="only 4 and 8 bits"):
+        kernel.quantized_matvec(x, packed, scales, biases, 64, 2)
+    with pytest.raises(ValueError, match="1 to 8 rows"):
+        kernel.quantized_matvec(mx.zeros((9, 128)), packed, scales, biases, 64, 4)
+    with pytest.raises(ValueError, match=r"weight must be \[N, K \* bits / 32\]"):
+        kernel.quantized_matvec(mx.zeros((1, 64)), packed, scales, biases, 64, 4)
+    with pytest.raises(ValueError, match="float32 x, scales and biases"):
+        kernel.quantized_matvec(x, packed, scales.astype(mx.bfloat16), biases, 64, 4)
+
+
+@pytest.mark.parametrize("bits, native", [(4, True), (8, True), (2, False), (6, False)])
+def test_linear_uses_native_matvec_for_few_positions(kernel, bits, native):
+    from mlx_tts import quantize
+
+    mx.random.seed(bits)
+    layer = nn.Linear(256, 96)
+    layer.bias = mx.random.normal((96,))
+    layer = layer.to_quantized(group_size=64, bits=bits)
+    x = mx.random.normal((1, 3, 256))
+    expected = layer(x)
+    calls, kernel_fn = [], kernel.quantized_matvec
+    with mock.patch.object(kernel, "quantized_matvec", side_effect=lambda *a: calls.append(a) or kernel_fn(*a)):
+        y = quantize.linear(layer, x)
+    assert bool(calls) == native
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(np.array(y), np.array(expected), atol=1e-4)

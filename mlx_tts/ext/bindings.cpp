@@ -25,4 +25,6 @@ NB_MODULE(_cpu_kernels, m) {
   m.def("gelu_tanh", &mlx_tts::gelu_tanh, "x"_a, "GELU, tanh approximation (float32) on the CPU stream.");
   m.def("lstm_recurrence", &mlx_tts::lstm_recurrence, "gates_x"_a, "w_hh_t"_a,
         "LSTM recurrence over precomputed input gates [D, T, B, 4H] with W_hh^T [D, H, 4H] -> h [D, T, B, H].");
+  m.def("quantized_matvec", &mlx_tts::quantized_matvec, "x"_a, "weight"_a, "scales"_a, "biases"_a, "group_size"_a,
+        "bits"_a, "x [rows <= 8, K] times an affine-quantized [N, K] matrix, transposed (4 or 8 bits, float32).");
 }

@@ -42,4 +42,9 @@ mx::array gelu_tanh(const mx::array& x);
 // states [D, T, B, H], starting from zero states. float32.
 mx::array lstm_recurrence(const mx::array& gates_x, const mx::array& w_hh_t);
 
+// x [rows <= 8, K] @ W^T for W [N, K] affine-quantized as MLX stores it (weight [N, K * bits / 32] uint32,
+// scales and biases [N, K / group_size]), 4 or 8 bits, group size 32, 64 or 128, float32 -> [rows, N].
+mx::array quantized_matvec(const mx::array& x, const mx::array& weight, const mx::array& scales,
+                           const mx::array& biases, int group_size, int bits);
+
 }  // namespace mlx_tts
