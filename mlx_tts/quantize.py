@@ -49,7 +49,7 @@ RECIPES = {
 # From this many positions on, `linear` expands low-precision weights to float32 on the CPU (crossover measured
 # on a 2048 x 8192 layer: MLX's 4-bit and bfloat16 kernels win for 1 position, lose for 16).
 EXPAND_MIN_POSITIONS = 8
-# What the native quantized matrix-vector kernel takes (mlx_tts/ext/quantized_matvec.cpp).
+# What the native quantized matrix-vector and dequantization kernels take (mlx_tts/ext/quantized.cpp).
 NATIVE_MATVEC_BITS = (4, 8)
 NATIVE_MATVEC_ROWS = 8
 
@@ -111,6 +111,9 @@ def dequantize(weight, scales, biases, group_size: int, bits: int) -> mx.array:
 def dequantized_weight(layer: nn.Module) -> mx.array:
     """The float matrix a quantized layer stores as `weight`, `scales` (and `biases`)."""
     if layer.mode == "affine" and mx.default_device() == mx.cpu:
+        kernels = ext.kernels_for(layer.scales, layer.biases) if layer.bits in NATIVE_MATVEC_BITS else None
+        if kernels is not None and layer.weight.ndim == 2:  # the native kernel: multithreaded, SIMD
+            return kernels.dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
         return dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
     return mx.dequantize(layer.weight, layer.scales, layer.get("biases"), layer.group_size, layer.bits, layer.mode)
 

@@ -139,7 +139,7 @@ def test_quantized_matvec_rejects_bad_operands(kernel):
         kernel.quantized_matvec(mx.zeros((9, 128)), packed, scales, biases, 64, 4)
     with pytest.raises(ValueError, match=r"weight must be \[N, K \* bits / 32\]"):
         kernel.quantized_matvec(mx.zeros((1, 64)), packed, scales, biases, 64, 4)
-    with pytest.raises(ValueError, match="float32 x, scales and biases"):
+    with pytest.raises(ValueError, match="float32 scales and biases"):
         kernel.quantized_matvec(x, packed, scales.astype(mx.bfloat16), biases, 64, 4)
 
 
@@ -159,3 +159,25 @@ def test_linear_uses_native_matvec_for_few_positions(kernel, bits, native):
     assert bool(calls) == native
     assert y.shape == expected.shape
     np.testing.assert_allclose(np.array(y), np.array(expected), atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_dequantize_is_bit_identical_to_mlx(kernel, bits, group_size):
+    mx.random.seed(bits + group_size)
+    packed, scales, biases = mx.quantize(mx.random.normal((37, 256)) * 5, group_size, bits)
+    expected = mx.dequantize(packed, scales, biases, group_size, bits)
+    assert mx.array_equal(kernel.dequantize(packed, scales, biases, group_size, bits), expected).item()
+
+
+def test_dequantized_weight_dispatch(kernel):
+    from mlx_tts import quantize
+
+    for bits, native in ((4, True), (3, False)):
+        layer = nn.Linear(128, 16).to_quantized(group_size=32, bits=bits)
+        calls, kernel_fn = [], kernel.dequantize
+        with mock.patch.object(kernel, "dequantize", side_effect=lambda *a: calls.append(a) or kernel_fn(*a)):
+            weight = quantize.dequantized_weight(layer)
+        assert bool(calls) == native
+        expected = mx.dequantize(layer.weight, layer.scales, layer.biases, 32, bits)
+        assert mx.array_equal(weight, expected).item()

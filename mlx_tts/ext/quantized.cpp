@@ -1,17 +1,25 @@
-// Products of a few activation rows with an affine-quantized weight matrix (MLX's layout), for the token-by-
-// token steps of CSM's backbone and depth decoder:
+// Affine-quantized weights in MLX's layout (weight [N, K * bits / 32] uint32, scales and biases
+// [N, K / group_size]) on the CPU, 4 and 8 bits:
+//
+// quantized_matvec: a few activation rows times the matrix, for the token-by-token steps of CSM's backbone
+// and depth decoder:
 //   y[m, n] = sum over groups g of  scale[n, g] * sum_{k in g} q[n, k] x[m, k]  +  bias[n, g] * sum_{k in g} x[m, k]
 // A step reads every weight once, so it is bound by memory: 4-bit weights are an eighth of float32's bytes.
 // MLX's CPU quantized matmul unpacks value by value (a 4-bit step ran ~3x slower than float32 through BLAS);
 // here 16 bytes at a time are widened to 16 lanes (4-bit: low nibbles are the even columns, high nibbles the
 // odd ones, so x is reordered to match once per call), converted and multiplied in AVX-512 registers.
+//
+// dequantize: the float matrix, for products over many positions (then one BLAS GEMM) and for the quantized
+// convolutions and LSTMs of Kokoro, which dequantize at every call. MLX's own is single-threaded MLX ops.
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "fast_math.h"
 #include "kernels.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -187,25 +195,94 @@ class QuantizedMatvec : public mx::Primitive {
   int group_size_, bits_;
 };
 
-}  // namespace
+// Rows [n0, n1) of the float matrix: w = q * scale + bias, multiplied then added (no FMA), as MLX does, so
+// the result is bit-identical to mx.dequantize. Plain loops: they compile to SIMD code per CPU.
+MLX_TTS_SIMD_CLONES
+void dequantize_rows(const QuantizedShape& s, const uint8_t* q, const float* scales, const float* biases, float* w,
+                     int n0, int n1) {
+  const int groups = s.groups();
+  const size_t row_bytes = static_cast<size_t>(s.k) * s.bits / 8;
+  for (int n = n0; n < n1; ++n) {
+    const uint8_t* qn = q + n * row_bytes;
+    float* wn = w + static_cast<size_t>(n) * s.k;
+    for (int g = 0; g < groups; ++g) {
+      const float scale = scales[static_cast<size_t>(n) * groups + g];
+      const float bias = biases[static_cast<size_t>(n) * groups + g];
+      const int k0 = g * s.group_size;
+      if (s.bits == 4) {
+        for (int j = 0; j < s.group_size / 2; ++j) {
+          const uint8_t byte = qn[k0 / 2 + j];
+          const float low = static_cast<float>(byte & 0xF) * scale;
+          const float high = static_cast<float>(byte >> 4) * scale;
+          wn[k0 + 2 * j] = low + bias;
+          wn[k0 + 2 * j + 1] = high + bias;
+        }
+      } else {
+        for (int j = 0; j < s.group_size; ++j) {
+          const float value = static_cast<float>(qn[k0 + j]) * scale;
+          wn[k0 + j] = value + bias;
+        }
+      }
+    }
+  }
+}
 
-mx::array quantized_matvec(const mx::array& x, const mx::array& weight, const mx::array& scales,
-                           const mx::array& biases, int group_size, int bits) {
-  auto fail = [](const std::string& what) { throw std::invalid_argument("quantized_matvec: " + what); };
+// Inputs: weight [N, K * bits / 32] uint32, scales and biases [N, K / group_size] float32 -> [N, K] float32.
+class Dequantize : public mx::Primitive {
+ public:
+  Dequantize(mx::Stream stream, int group_size, int bits) : mx::Primitive(stream), group_size_(group_size), bits_(bits) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    mx::array& w = outputs[0];
+    w.set_data(mx::allocator::malloc(w.nbytes()));
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) {
+      encoder.set_input_array(a);
+    }
+    encoder.set_output_array(w);
+    const QuantizedShape s{0, w.shape(1), w.shape(0), group_size_, bits_};
+    encoder.dispatch([s, q = inputs[0].data<uint8_t>(), scales = inputs[1].data<float>(),
+                      biases = inputs[2].data<float>(), w = w.data<float>()]() {
+      const int rows_per_chunk = std::max(1, (1 << 16) / s.k);  // ~256 KiB of output per chunk
+      parallel_for(s.n, rows_per_chunk, 4 * rows_per_chunk,
+                   [&](int n0, int n1) { dequantize_rows(s, q, scales, biases, w, n0, n1); });
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("mlx_tts dequantize runs on the CPU only");
+  }
+
+  const char* name() const override {
+    return "FastDequantize";
+  }
+
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    return {{inputs[0].shape(0), static_cast<int>(static_cast<long>(inputs[0].shape(1)) * 32 / bits_)}};
+  }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const Dequantize&>(other);
+    return group_size_ == o.group_size_ && bits_ == o.bits_;
+  }
+
+ private:
+  int group_size_, bits_;
+};
+
+// Checks the packed operands of an N x K matrix; returns N.
+int check_packed(const char* op, const mx::array& weight, const mx::array& scales, const mx::array& biases, int k,
+                 int group_size, int bits) {
+  auto fail = [op](const std::string& what) { throw std::invalid_argument(std::string(op) + ": " + what); };
   if (bits != 4 && bits != 8) {
     fail("only 4 and 8 bits are supported");
   }
   if (group_size != 32 && group_size != 64 && group_size != 128) {
     fail("group_size must be 32, 64 or 128");
   }
-  if (x.ndim() != 2 || x.shape(0) < 1 || x.shape(0) > kMaxRows) {
-    fail("x must be [rows, K] with 1 to " + std::to_string(kMaxRows) + " rows");
+  if (scales.dtype() != mx::float32 || biases.dtype() != mx::float32 || weight.dtype() != mx::uint32) {
+    fail("expected float32 scales and biases and a uint32 weight");
   }
-  if (x.dtype() != mx::float32 || scales.dtype() != mx::float32 || biases.dtype() != mx::float32 ||
-      weight.dtype() != mx::uint32) {
-    fail("expected float32 x, scales and biases and a uint32 weight");
-  }
-  const int k = x.shape(1);
   if (k % group_size != 0 || weight.ndim() != 2 || static_cast<long>(weight.shape(1)) * 32 != static_cast<long>(k) * bits) {
     fail("weight must be [N, K * bits / 32] with K a multiple of group_size");
   }
@@ -213,6 +290,34 @@ mx::array quantized_matvec(const mx::array& x, const mx::array& weight, const mx
   if (scales.shape() != mx::Shape{n, k / group_size} || biases.shape() != scales.shape()) {
     fail("scales and biases must be [N, K / group_size]");
   }
+  return n;
+}
+
+}  // namespace
+
+mx::array dequantize(const mx::array& weight, const mx::array& scales, const mx::array& biases, int group_size,
+                     int bits) {
+  if (weight.ndim() != 2) {
+    throw std::invalid_argument("dequantize: weight must be [N, K * bits / 32]");
+  }
+  const int k = static_cast<int>(static_cast<long>(weight.shape(1)) * 32 / bits);
+  const int n = check_packed("dequantize", weight, scales, biases, k, group_size, bits);
+  auto stream = mx::default_stream(mx::Device::cpu);
+  return mx::array({n, k}, mx::float32, std::make_shared<Dequantize>(stream, group_size, bits),
+                   {mx::contiguous(weight, false, stream), mx::contiguous(scales, false, stream),
+                    mx::contiguous(biases, false, stream)});
+}
+
+mx::array quantized_matvec(const mx::array& x, const mx::array& weight, const mx::array& scales,
+                           const mx::array& biases, int group_size, int bits) {
+  if (x.ndim() != 2 || x.shape(0) < 1 || x.shape(0) > kMaxRows) {
+    throw std::invalid_argument("quantized_matvec: x must be [rows, K] with 1 to " + std::to_string(kMaxRows) +
+                                " rows");
+  }
+  if (x.dtype() != mx::float32) {
+    throw std::invalid_argument("quantized_matvec: expected float32 x");
+  }
+  const int n = check_packed("quantized_matvec", weight, scales, biases, x.shape(1), group_size, bits);
   auto stream = mx::default_stream(mx::Device::cpu);
   return mx::array({x.shape(0), n}, mx::float32, std::make_shared<QuantizedMatvec>(stream, group_size, bits),
                    {mx::contiguous(x, false, stream), mx::contiguous(weight, false, stream),
