@@ -6,6 +6,7 @@
   x [B, T, C] scaled by (1 + gamma) and shifted by beta ([B, C] or [B, 1, C]), followed by Snake when
   `alpha` is given: the pair in front of every convolution of the generator's resblocks.
 - `gelu_tanh(x)`: GELU with the tanh approximation (ALBERT's "gelu_new").
+- `sin(x)`, `cos(x)`, `exp(x)`: the elementwise functions (Kokoro's harmonic source and inverse STFT).
 - `attention(q, k, v, scale)`: unmasked scaled dot-product attention over [B, heads, L, head_dim].
 
 MLX's CPU `sin` is scalar: one Snake over [14400, 128] (3 s of audio) takes ~80 ms, and the generator runs
@@ -62,3 +63,17 @@ def attention(q, k, v, scale):
     if kernels is not None:
         return kernels.softmax((q * scale) @ k.swapaxes(-1, -2)) @ v
     return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+def _elementwise(name: str, mlx_function):
+    def function(x):
+        kernels = ext.kernels_for(x)
+        return getattr(kernels, name)(x) if kernels is not None else mlx_function(x)
+
+    function.__name__ = name
+    return function
+
+
+sin = _elementwise("sin", mx.sin)
+cos = _elementwise("cos", mx.cos)
+exp = _elementwise("exp", mx.exp)

@@ -181,3 +181,32 @@ def test_dequantized_weight_dispatch(kernel):
         assert bool(calls) == native
         expected = mx.dequantize(layer.weight, layer.scales, layer.biases, 32, bits)
         assert mx.array_equal(weight, expected).item()
+
+
+def test_sin_cos_exp_match_float64(kernel):
+    mx.random.seed(7)
+    # Kokoro's harmonic phases reach ~1e6 radians over a long utterance.
+    x = mx.concatenate([mx.linspace(-10, 10, 2001), mx.random.uniform(-1e6, 1e6, (20000,))])
+    x64 = np.array(x, np.float64)
+    np.testing.assert_allclose(np.array(kernel.sin(x)), np.sin(x64), rtol=0, atol=3e-7)
+    np.testing.assert_allclose(np.array(kernel.cos(x)), np.cos(x64), rtol=0, atol=3e-7)
+    e = mx.random.uniform(-87, 88, (20000,))
+    np.testing.assert_allclose(np.array(kernel.exp(e)), np.exp(np.array(e, np.float64)), rtol=3e-7)
+    np.testing.assert_allclose(np.array(activations.exp(e)), np.array(kernel.exp(e)))
+    assert activations.sin(x.astype(mx.float16)).dtype == mx.float16  # MLX's own below float32
+
+
+def test_source_noise_merged_form_has_the_reference_distribution():
+    """Drawn internally, the source's nine noises are one Gaussian per sample scaled by the mixing weights'
+    norm: with the sines silenced (F0 unvoiced), tanh^-1 of the output has that standard deviation."""
+    from mlx_tts.models.kokoro.istftnet import SINE_AMP, SourceModule
+
+    source = SourceModule(300)
+    source.l_linear.bias = mx.zeros((1,))
+    f0 = mx.zeros((1, 400))  # unvoiced: noise only, SINE_AMP / 3 per harmonic
+    mx.random.seed(0)
+    merged = np.arctanh(np.array(source(f0)))
+    per_harmonic = np.arctanh(np.array(source(f0, mx.random.normal((1, 400 * 300, 9)))))
+    expected = SINE_AMP / 3 * np.linalg.norm(np.array(source.l_linear.weight))
+    assert abs(merged.std() / expected - 1) < 0.02
+    assert abs(per_harmonic.std() / expected - 1) < 0.02

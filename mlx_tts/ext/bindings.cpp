@@ -22,6 +22,9 @@ NB_MODULE(_cpu_kernels, m) {
   m.def("adain_snake", &mlx_tts::adain_snake, "x"_a, "gamma"_a, "beta"_a, "alpha"_a.none(), "eps"_a,
         "Instance norm over T with scale (1 + gamma) and shift beta, then Snake when alpha is given (float32).");
   m.def("softmax", &mlx_tts::softmax, "x"_a, "Softmax over the last axis (float32) on the CPU stream.");
+  m.def("sin", &mlx_tts::sin, "x"_a, "sin (float32) on the CPU stream, vectorized.");
+  m.def("cos", &mlx_tts::cos, "x"_a, "cos (float32) on the CPU stream, vectorized.");
+  m.def("exp", &mlx_tts::exp, "x"_a, "exp (float32; inputs clamped to [-87.3, 88.3]) on the CPU stream, vectorized.");
   m.def("gelu_tanh", &mlx_tts::gelu_tanh, "x"_a, "GELU, tanh approximation (float32) on the CPU stream.");
   m.def("lstm_recurrence", &mlx_tts::lstm_recurrence, "gates_x"_a, "w_hh_t"_a,
         "LSTM recurrence over precomputed input gates [D, T, B, 4H] with W_hh^T [D, H, 4H] -> h [D, T, B, H].");

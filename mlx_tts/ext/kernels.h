@@ -37,6 +37,12 @@ mx::array softmax(const mx::array& x);
 // GELU with the tanh approximation (Hugging Face's "gelu_new"), float32.
 mx::array gelu_tanh(const mx::array& x);
 
+// sin, cos (absolute error < 1e-7 for any argument) and exp (within 2 ulp; inputs clamped to [-87.3, 88.3]),
+// float32.
+mx::array sin(const mx::array& x);
+mx::array cos(const mx::array& x);
+mx::array exp(const mx::array& x);
+
 // An LSTM's recurrence over precomputed input gates: gates_x [D, T, B, 4H] (D independent directions, each in
 // its own time order, PyTorch's gate order i, f, g, o) and w_hh_t [D, H, 4H] (W_hh transposed) -> the hidden
 // states [D, T, B, H], starting from zero states. float32.

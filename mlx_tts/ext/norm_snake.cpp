@@ -29,21 +29,16 @@ namespace mlx_tts {
 
 namespace {
 
-constexpr double kPi = 3.14159265358979323846;
-// Adding and subtracting 1.5 * 2^52 rounds a double to the nearest integer (for |v| < 2^51), in SIMD.
-constexpr double kRoundMagic = 6755399441055744.0;
 // Elements per chunk of work: these passes are memory-bound (~1 ms for Kokoro's largest activation on one
 // core), so only much larger inputs are worth a second thread.
 constexpr int kMinChunkElements = 1 << 20;
 constexpr int kMaxChunkElements = 1 << 21;
 
 inline __attribute__((always_inline)) float snake_value(float v, float alpha, float inv_alpha) {
+  // sin^2 has period pi: the reduced argument's sine, whatever its sign, gives it.
   const double t = static_cast<double>(alpha) * v;
   const double k = (t * (1.0 / kPi) + kRoundMagic) - kRoundMagic;
-  const float u = static_cast<float>(t - k * kPi);
-  const float u2 = u * u;
-  const float s = u * (1.0f + u2 * (-1.6666667e-1f +
-                                    u2 * (8.3333333e-3f + u2 * (-1.9841270e-4f + u2 * (2.7557319e-6f + u2 * -2.5052108e-8f)))));
+  const float s = sin_reduced(static_cast<float>(t - k * kPi));
   return v + inv_alpha * s * s;
 }
 

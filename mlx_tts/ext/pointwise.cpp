@@ -1,7 +1,10 @@
-// Softmax over the last axis and the tanh-approximated GELU, on fast_math.h's vectorized exp.
+// Softmax over the last axis, the tanh-approximated GELU, sin, cos and exp, on fast_math.h's vectorized
+// functions.
 //
 // ALBERT's 12 layers each run a softmax over [heads, N, N] attention scores and a GELU over [N, 2048]; with
-// MLX's scalar exp and tanh these took ~70% of the encoder's time on the CPU, its matmuls the rest.
+// MLX's scalar exp and tanh these took ~70% of the encoder's time on the CPU, its matmuls the rest. Kokoro's
+// harmonic source takes the sine of 9 phases per output sample (~6M for 27 s of audio, ~90 ms with MLX's sin)
+// and its inverse STFT an exp, a sin and a cos per bin.
 
 #include <algorithm>
 #include <limits>
@@ -78,7 +81,22 @@ void gelu_tanh_values(const float* x, float* y, size_t n) {
   }
 }
 
-enum class PointwiseOp { kSoftmax, kGeluTanh };
+// Elementwise: y = f(x).
+MLX_TTS_SIMD_CLONES
+void sin_values(const float* x, float* y, size_t n, double shift) {
+  for (size_t i = 0; i < n; ++i) {
+    y[i] = fast_sin(static_cast<double>(x[i]) + shift);
+  }
+}
+
+MLX_TTS_SIMD_CLONES
+void exp_values(const float* x, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    y[i] = fast_exp(x[i]);
+  }
+}
+
+enum class PointwiseOp { kSoftmax, kGeluTanh, kSin, kCos, kExp };
 
 class Pointwise : public mx::Primitive {
  public:
@@ -91,7 +109,7 @@ class Pointwise : public mx::Primitive {
     auto& encoder = mx::cpu::get_command_encoder(stream());
     encoder.set_input_array(x);
     encoder.set_output_array(y);
-    // Softmax works on whole rows; the GELU on rows of one element.
+    // Softmax works on whole rows; the others on rows of one element.
     const int width = op_ == PointwiseOp::kSoftmax ? x.shape(-1) : 1;
     if (x.size() == 0) {
       return;
@@ -102,21 +120,29 @@ class Pointwise : public mx::Primitive {
       const int max_rows = std::max(1, kMaxChunkElements / width);
       parallel_for(rows, min_rows, max_rows, [&](int r0, int r1) {
         const size_t offset = static_cast<size_t>(r0) * width;
-        if (op == PointwiseOp::kSoftmax) {
-          softmax_rows(x + offset, y + offset, r1 - r0, width);
-        } else {
-          gelu_tanh_values(x + offset, y + offset, r1 - r0);
+        switch (op) {
+          case PointwiseOp::kSoftmax: softmax_rows(x + offset, y + offset, r1 - r0, width); break;
+          case PointwiseOp::kGeluTanh: gelu_tanh_values(x + offset, y + offset, r1 - r0); break;
+          case PointwiseOp::kSin: sin_values(x + offset, y + offset, r1 - r0, 0.0); break;
+          case PointwiseOp::kCos: sin_values(x + offset, y + offset, r1 - r0, kPi / 2); break;
+          case PointwiseOp::kExp: exp_values(x + offset, y + offset, r1 - r0); break;
         }
       });
     });
   }
 
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts softmax/GELU kernels run on the CPU only");
+    throw std::runtime_error("mlx_tts pointwise kernels run on the CPU only");
   }
 
   const char* name() const override {
-    return op_ == PointwiseOp::kSoftmax ? "FastSoftmax" : "GeluTanh";
+    switch (op_) {
+      case PointwiseOp::kSoftmax: return "FastSoftmax";
+      case PointwiseOp::kGeluTanh: return "GeluTanh";
+      case PointwiseOp::kSin: return "FastSin";
+      case PointwiseOp::kCos: return "FastCos";
+      default: return "FastExp";
+    }
   }
 
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
@@ -151,6 +177,18 @@ mx::array softmax(const mx::array& x) {
 
 mx::array gelu_tanh(const mx::array& x) {
   return pointwise("gelu_tanh", x, PointwiseOp::kGeluTanh);
+}
+
+mx::array sin(const mx::array& x) {
+  return pointwise("sin", x, PointwiseOp::kSin);
+}
+
+mx::array cos(const mx::array& x) {
+  return pointwise("cos", x, PointwiseOp::kCos);
+}
+
+mx::array exp(const mx::array& x) {
+  return pointwise("exp", x, PointwiseOp::kExp);
 }
 
 }  // namespace mlx_tts

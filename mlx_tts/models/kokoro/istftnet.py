@@ -9,6 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ...activations import cos, exp, sin
 from .modules import AdaIN1d, AdainResBlk1d, Conv1d, ConvTranspose1d
 
 SAMPLE_RATE = 24000
@@ -75,12 +76,13 @@ class SourceModule(nn.Module):
         self.l_linear = nn.Linear(HARMONICS, 1)
 
     def __call__(self, f0, noise=None):
-        """noise: standard normal [B, L * upsample_scale, HARMONICS]; drawn from mx.random when None."""
+        """noise: standard normal [B, L * upsample_scale, HARMONICS], one per harmonic as the reference draws
+        it. Without it the noise is drawn from mx.random in its merged form: the linear layer that mixes the
+        harmonics turns their independent noises into one Gaussian per sample whose standard deviation is the
+        norm of its weights times theirs, so one normal per sample has the same distribution as nine."""
         scale = self.upsample_scale
         noise_shape = (f0.shape[0], f0.shape[1] * scale, HARMONICS)
-        if noise is None:
-            noise = mx.random.normal(noise_shape)
-        elif tuple(noise.shape) != noise_shape:
+        if noise is not None and tuple(noise.shape) != noise_shape:
             raise ValueError(f"source noise has shape {tuple(noise.shape)}, expected {noise_shape}")
         # Phase increments per sample, in turns. F0 is constant over each run of `scale` samples, so the
         # reference's upsample-then-average-back gives exactly these values at the F0 rate.
@@ -93,8 +95,13 @@ class SourceModule(nn.Module):
         index0, index1, weight0, weight1 = _linear_upsample_weights(f0.shape[1], scale)
         phase = phase[:, index0] * weight0 + phase[:, index1] * weight1
         voiced = mx.repeat(f0 > VOICED_THRESHOLD, scale, axis=1)[..., None]
-        sines = mx.where(voiced, mx.sin(phase) * SINE_AMP + NOISE_STD * noise, (SINE_AMP / 3) * noise)
-        return mx.tanh(self.l_linear(sines))[..., 0]
+        if noise is not None:
+            sines = mx.where(voiced, sin(phase) * SINE_AMP + NOISE_STD * noise, (SINE_AMP / 3) * noise)
+            return mx.tanh(self.l_linear(sines))[..., 0]
+        weight = self.l_linear.weight[0]
+        noise_std = mx.where(voiced[..., 0], NOISE_STD, SINE_AMP / 3) * mx.sqrt(mx.sum(weight * weight))
+        harmonics = mx.where(voiced, sin(phase) * SINE_AMP, 0.0) @ weight
+        return mx.tanh(harmonics + self.l_linear.bias + noise_std * mx.random.normal(noise_shape[:2]))
 
 
 class STFT:
@@ -141,7 +148,7 @@ class STFT:
 
     def inverse(self, magnitude, phase):
         """magnitude, phase [B, F, n_fft // 2 + 1] -> waveform [B, (F - 1) * hop]."""
-        spectrum = mx.concatenate([magnitude * mx.cos(phase), magnitude * mx.sin(phase)], axis=-1)
+        spectrum = mx.concatenate([magnitude * cos(phase), magnitude * sin(phase)], axis=-1)
         y = self._overlap_add(spectrum @ self.synthesis)
         envelope = self._overlap_add(mx.broadcast_to(self.window_squared, (1, phase.shape[1], self.n_fft)))
         pad = self.n_fft // 2
@@ -210,8 +217,8 @@ class Generator(nn.Module):
             x = total / self.num_kernels
         x = self.conv_post(nn.leaky_relu(x, 0.01))
         log_magnitude, phase = mx.split(x, 2, axis=-1)
-        magnitude = mx.exp(mx.minimum(log_magnitude, MAX_LOG_MAGNITUDE))
-        return self.stft.inverse(magnitude, mx.sin(phase))
+        magnitude = exp(mx.minimum(log_magnitude, MAX_LOG_MAGNITUDE))
+        return self.stft.inverse(magnitude, sin(phase))
 
 
 class Decoder(nn.Module):
