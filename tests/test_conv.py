@@ -450,3 +450,28 @@ def test_conv_rejects_bad_fused_operands(kernel):
         kernel.conv1d(x, w, b, 1, 1, 1, None, gamma[:, :4], beta[:, :4])
     with pytest.raises(ValueError, match=r"alpha must be float32 \[C_in\]"):
         kernel.conv1d(x, w, b, 1, 1, 1, None, None, None, alpha[:3])
+
+
+def test_conv_takes_strided_and_broadcast_inputs(kernel):
+    _, w, b = random_operands(600, 16, 16, 3)
+    for x, residual in [
+        (mx.random.normal((1, 16, 600)).transpose(0, 2, 1), mx.random.normal((1, 1200, 16))[:, ::2]),
+        (mx.broadcast_to(mx.random.normal((1, 1, 16)), (1, 600, 16)), mx.broadcast_to(mx.ones((16,)), (1, 600, 16))),
+    ]:
+        expected = reference(False, mx.array(x), w, b, 1, 1, 1) + residual
+        assert_close(kernel.conv1d(x, w, b, 1, 1, 1, residual), expected, tol=2e-5)
+
+
+def test_residual_output_reuses_the_residual_buffer(kernel):
+    """x + conv(h) with x held by nothing else: the output takes x's memory (one tensor, not two)."""
+    _, w, b = random_operands(50_000, 64, 64, 3)
+    x = mx.random.normal((1, 50_000, 64))
+    h = kernel.conv1d(x, w, b, 1, 1, 1)
+    mx.eval(x, h)
+    size = x.nbytes
+    mx.reset_peak_memory()
+    base = mx.get_active_memory()
+    y = kernel.conv1d(h, w, b, 1, 1, 1, x)
+    del x
+    mx.eval(y)
+    assert mx.get_peak_memory() - base < 0.5 * size

@@ -74,6 +74,45 @@ int output_length(bool transpose, int t_in, int kernel, int stride, int padding,
   return span < 0 ? 0 : span / stride + 1;
 }
 
+// An input as the task will read it: its buffer and layout, taken when the operation is encoded; its values
+// exist only once the task runs. x and the residual are taken as they come rather than through
+// mx::contiguous: a Contiguous node would share the residual's buffer and so keep the output from taking it
+// over. (Nor can it be taken over while an operation still pending on the stream reads it: evaluate that
+// one first.)
+struct InputView {
+  const float* data;
+  bool row_contiguous;
+  std::vector<int> shape;
+  std::vector<int64_t> strides;
+  size_t size;
+
+  static InputView of(const mx::array& a) {
+    return {a.data<float>(), a.flags().row_contiguous, {a.shape().begin(), a.shape().end()},
+            {a.strides().begin(), a.strides().end()}, a.size()};
+  }
+
+  // In the task: the elements in row-major order, the buffer itself or a copy in `scratch` (strided inputs,
+  // rare).
+  const float* row_major(std::vector<float>& scratch) const {
+    if (row_contiguous) {
+      return data;
+    }
+    scratch.resize(size);
+    std::vector<int> index(shape.size(), 0);
+    for (size_t i = 0; i < size; ++i) {
+      int64_t offset = 0;
+      for (size_t d = 0; d < shape.size(); ++d) {
+        offset += index[d] * strides[d];
+      }
+      scratch[i] = data[offset];
+      for (int d = static_cast<int>(shape.size()) - 1; d >= 0 && ++index[d] == shape[d]; --d) {
+        index[d] = 0;
+      }
+    }
+    return scratch.data();
+  }
+};
+
 // Output rows before any tap: the bias plus the residual (laid out as y; may be y itself, or null).
 void fill_rows(float* y, const float* bias, const float* residual, int rows, int channels) {
   for (int r = 0; r < rows; ++r) {
@@ -253,7 +292,8 @@ class TapConv : public mx::Primitive {
     const mx::array* residual = op.residual ? &inputs[op.residual_index()] : nullptr;
     // The output takes over the residual's buffer when nothing else holds it: each element of y reads only
     // the same element of the residual, before it is written.
-    const bool in_place = residual && residual->is_donatable() && residual->data_shared_ptr() != x.data_shared_ptr();
+    const bool in_place = residual && residual->flags().row_contiguous && residual->is_donatable() &&
+                          residual->data_shared_ptr() != x.data_shared_ptr();
     if (in_place) {
       y.copy_shared_buffer(*residual);
     } else {
@@ -267,12 +307,17 @@ class TapConv : public mx::Primitive {
     }
     encoder.set_output_array(y);
     const float* bias = op.bias ? inputs[op.bias_index()].data<float>() : nullptr;
-    const float* res = residual ? residual->data<float>() : nullptr;
+    const InputView x_view = InputView::of(x);
+    const std::optional<InputView> residual_view =
+        residual && !in_place ? std::optional<InputView>(InputView::of(*residual)) : std::nullopt;
     const float* gamma = op.input_norm ? inputs[op.gamma_index()].data<float>() : nullptr;
     const float* beta = op.input_norm ? inputs[op.gamma_index() + 1].data<float>() : nullptr;
     const float* alpha = op.input_snake ? inputs[op.alpha_index()].data<float>() : nullptr;
-    encoder.dispatch([s, transpose = transpose_, x = x.data<float>(), w = w.data<float>(), bias, res, gamma, beta,
-                      alpha, op, y = y.data<float>()]() {
+    encoder.dispatch([s, transpose = transpose_, x_view, w = w.data<float>(), bias, residual_view, in_place, gamma,
+                      beta, alpha, op, y = y.data<float>()]() {
+      std::vector<float> x_scratch, residual_scratch;
+      const float* x = x_view.row_major(x_scratch);
+      const float* res = in_place ? y : (residual_view ? residual_view->row_major(residual_scratch) : nullptr);
       std::vector<ChannelTransform> transforms;  // of the input, one per batch item
       for (int b = 0; (op.input_norm || op.input_snake) && b < s.batch; ++b) {
         transforms.push_back(op.input_norm ? ChannelTransform::adain(x + static_cast<size_t>(b) * s.t_in * s.c_in,
@@ -361,7 +406,7 @@ mx::array make_conv(bool transpose, const mx::array& x, const mx::array& w, cons
     throw std::invalid_argument("convolution output would be empty: input too short for the kernel");
   }
   auto stream = mx::default_stream(mx::Device::cpu);
-  std::vector<mx::array> inputs = {mx::contiguous(x, false, stream), mx::contiguous(w, false, stream)};
+  std::vector<mx::array> inputs = {x, mx::contiguous(w, false, stream)};
   if (bias) {
     inputs.push_back(mx::contiguous(*bias, false, stream));
   }
@@ -373,7 +418,7 @@ mx::array make_conv(bool transpose, const mx::array& x, const mx::array& w, cons
           << out_shape[0] << ", " << out_shape[1] << ", " << out_shape[2] << "]";
       throw std::invalid_argument(msg.str());
     }
-    inputs.push_back(mx::contiguous(*residual, false, stream));
+    inputs.push_back(*residual);
   }
   if (gamma.has_value() != beta.has_value()) {
     throw std::invalid_argument("conv1d: the input AdaIN needs both gamma and beta");
