@@ -210,3 +210,28 @@ def test_source_noise_merged_form_has_the_reference_distribution():
     expected = SINE_AMP / 3 * np.linalg.norm(np.array(source.l_linear.weight))
     assert abs(merged.std() / expected - 1) < 0.02
     assert abs(per_harmonic.std() / expected - 1) < 0.02
+
+
+@pytest.mark.parametrize("k", [16, 100, 2048])
+def test_bfloat16_matvec_matches_float32_product(kernel, k):
+    mx.random.seed(k)
+    weight = mx.random.normal((50, k)).astype(mx.bfloat16)
+    x = mx.random.normal((3, k))
+    expected = x @ weight.astype(mx.float32).T
+    y = kernel.bfloat16_matvec(x, weight)
+    np.testing.assert_allclose(np.array(y), np.array(expected), atol=1e-5 * np.sqrt(k) * mx.abs(expected).max().item())
+    with pytest.raises(ValueError, match="bfloat16 \\[N, K\\]"):
+        kernel.bfloat16_matvec(x, weight.astype(mx.float16))
+
+
+def test_linear_runs_bfloat16_layers_natively(kernel):
+    from mlx_tts import quantize
+
+    layer = nn.Linear(64, 32)
+    layer.set_dtype(mx.bfloat16)
+    x = mx.random.normal((1, 2, 64)).astype(mx.bfloat16)
+    calls, kernel_fn = [], kernel.bfloat16_matvec
+    with mock.patch.object(kernel, "bfloat16_matvec", side_effect=lambda *a: calls.append(a) or kernel_fn(*a)):
+        y = quantize.linear(layer, x)
+    assert calls and y.dtype == mx.bfloat16
+    np.testing.assert_allclose(np.array(y.astype(mx.float32)), np.array(layer(x).astype(mx.float32)), atol=0.05)
