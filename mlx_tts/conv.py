@@ -11,6 +11,11 @@ device is chosen here, in one place:
   (`conv1d_matmul`, `conv_transpose1d_matmul`).
 - CPU, groups > 1 (Kokoro's depthwise upsampler, small): MLX's own.
 
+`conv1d` can also add a residual to its output and apply Kokoro's AdaIN + Snake to its input (`residual`,
+`input_adain`): in the native kernel both happen inside the convolution (no passes of their own, no
+normalized copy of the input in memory, the output in the residual's buffer when it is free); elsewhere they
+are the plain MLX ops.
+
 `MLX_TTS_CONV` overrides the choice on the CPU: `auto` (default), `mlx-ops` (MLX-op rewrites only) or
 `native` (MLX's own convolutions everywhere).
 """
