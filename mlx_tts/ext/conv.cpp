@@ -21,6 +21,7 @@
 #include <string>
 
 #include "direct_conv.h"
+#include "cpu_primitive.h"
 #include "kernels.h"
 #include "norm_snake.h"
 #include "mlx/allocator.h"
@@ -274,10 +275,10 @@ struct ConvOperands {
   int alpha_index() const { return gamma_index() + 2 * input_norm; }
 };
 
-class TapConv : public mx::Primitive {
+class TapConv : public CpuPrimitive {
  public:
   TapConv(mx::Stream stream, bool transpose, int stride, int padding, int extra, ConvOperands operands)
-      : mx::Primitive(stream),
+      : CpuPrimitive(stream),
         transpose_(transpose),
         stride_(stride),
         padding_(padding),
@@ -296,16 +297,10 @@ class TapConv : public mx::Primitive {
                           residual->data_shared_ptr() != x.data_shared_ptr();
     if (in_place) {
       y.copy_shared_buffer(*residual);
-    } else {
-      y.set_data(mx::allocator::malloc(y.nbytes()));
     }
+    auto& encoder = prepare(inputs, y);
     const int dilation = transpose_ ? 1 : extra_;
     const ConvShape s{x.shape(0), x.shape(1), x.shape(2), y.shape(1), y.shape(2), w.shape(1), stride_, padding_, dilation};
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) {
-      encoder.set_input_array(a);
-    }
-    encoder.set_output_array(y);
     const float* bias = op.bias ? inputs[op.bias_index()].data<float>() : nullptr;
     const InputView x_view = InputView::of(x);
     const std::optional<InputView> residual_view =
@@ -348,9 +343,6 @@ class TapConv : public mx::Primitive {
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts convolution kernels run on the CPU only");
-  }
 
   const char* name() const override {
     return transpose_ ? "TapConvTranspose1d" : "TapConv1d";

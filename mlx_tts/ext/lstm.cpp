@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fast_math.h"
+#include "cpu_primitive.h"
 #include "kernels.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -47,19 +48,15 @@ void update_cell(const float* gates, float* c, float* h, int hidden) {
 
 // Inputs: gates_x [D, T, B, 4H] (each direction in its own time order), w_hh_t [D, H, 4H].
 // Output: h [D, T, B, H].
-class LstmRecurrence : public mx::Primitive {
+class LstmRecurrence : public CpuPrimitive {
  public:
-  explicit LstmRecurrence(mx::Stream stream) : mx::Primitive(stream) {}
+  explicit LstmRecurrence(mx::Stream stream) : CpuPrimitive(stream) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const mx::array& gates_x = inputs[0];
     const mx::array& w_hh_t = inputs[1];
     mx::array& h_out = outputs[0];
-    h_out.set_data(mx::allocator::malloc(h_out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(gates_x);
-    encoder.set_input_array(w_hh_t);
-    encoder.set_output_array(h_out);
+    auto& encoder = prepare(inputs, h_out);
     const int directions = gates_x.shape(0), steps = gates_x.shape(1), batch = gates_x.shape(2);
     const int hidden = w_hh_t.shape(1);
     encoder.dispatch([gx = gates_x.data<float>(), w = w_hh_t.data<float>(), y = h_out.data<float>(), directions,
@@ -84,9 +81,6 @@ class LstmRecurrence : public mx::Primitive {
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts LSTM kernel runs on the CPU only");
-  }
 
   const char* name() const override {
     return "LstmRecurrence";

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fast_math.h"
+#include "cpu_primitive.h"
 #include "kernels.h"
 #include "norm_snake.h"
 #include "mlx/allocator.h"
@@ -79,20 +80,15 @@ void channel_sums(const float* x, size_t rows, int channels, double* sum, double
 }
 
 // Inputs: x [B, T, C]; with `normalize`, gamma and beta [B, C]; with `snake`, alpha [C].
-class NormSnake : public mx::Primitive {
+class NormSnake : public CpuPrimitive {
  public:
   NormSnake(mx::Stream stream, bool normalize, bool snake, float eps)
-      : mx::Primitive(stream), normalize_(normalize), snake_(snake), eps_(eps) {}
+      : CpuPrimitive(stream), normalize_(normalize), snake_(snake), eps_(eps) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const mx::array& x = inputs[0];
     mx::array& y = outputs[0];
-    y.set_data(mx::allocator::malloc(y.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) {
-      encoder.set_input_array(a);
-    }
-    encoder.set_output_array(y);
+    auto& encoder = prepare(inputs, y);
     const float* gamma = normalize_ ? inputs[1].data<float>() : nullptr;
     const float* beta = normalize_ ? inputs[2].data<float>() : nullptr;
     const float* alpha = snake_ ? inputs.back().data<float>() : nullptr;
@@ -117,9 +113,6 @@ class NormSnake : public mx::Primitive {
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts normalization/Snake kernels run on the CPU only");
-  }
 
   const char* name() const override {
     return normalize_ ? (snake_ ? "AdaInSnake" : "AdaIn") : "Snake";

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fast_math.h"
+#include "cpu_primitive.h"
 #include "kernels.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -98,17 +99,14 @@ void exp_values(const float* x, float* y, size_t n) {
 
 enum class PointwiseOp { kSoftmax, kGeluTanh, kSin, kCos, kExp };
 
-class Pointwise : public mx::Primitive {
+class Pointwise : public CpuPrimitive {
  public:
-  Pointwise(mx::Stream stream, PointwiseOp op) : mx::Primitive(stream), op_(op) {}
+  Pointwise(mx::Stream stream, PointwiseOp op) : CpuPrimitive(stream), op_(op) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const mx::array& x = inputs[0];
     mx::array& y = outputs[0];
-    y.set_data(mx::allocator::malloc(y.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_output_array(y);
+    auto& encoder = prepare(inputs, y);
     // Softmax works on whole rows; the others on rows of one element.
     const int width = op_ == PointwiseOp::kSoftmax ? x.shape(-1) : 1;
     if (x.size() == 0) {
@@ -131,9 +129,6 @@ class Pointwise : public mx::Primitive {
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts pointwise kernels run on the CPU only");
-  }
 
   const char* name() const override {
     switch (op_) {

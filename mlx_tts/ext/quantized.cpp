@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "fast_math.h"
+#include "cpu_primitive.h"
 #include "kernels.h"
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
@@ -142,20 +143,15 @@ void matvec_portable(const QuantizedShape& s, const uint8_t* q, const float* sca
 }
 
 // Inputs: x [rows, K] float32, weight [N, K * bits / 32] uint32, scales and biases [N, K / group_size] float32.
-class QuantizedMatvec : public mx::Primitive {
+class QuantizedMatvec : public CpuPrimitive {
  public:
   QuantizedMatvec(mx::Stream stream, int group_size, int bits)
-      : mx::Primitive(stream), group_size_(group_size), bits_(bits) {}
+      : CpuPrimitive(stream), group_size_(group_size), bits_(bits) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const mx::array& x = inputs[0];
     mx::array& y = outputs[0];
-    y.set_data(mx::allocator::malloc(y.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) {
-      encoder.set_input_array(a);
-    }
-    encoder.set_output_array(y);
+    auto& encoder = prepare(inputs, y);
     const QuantizedShape s{x.shape(0), x.shape(1), y.shape(1), group_size_, bits_};
     encoder.dispatch([s, x = x.data<float>(), q = inputs[1].data<uint8_t>(), scales = inputs[2].data<float>(),
                       biases = inputs[3].data<float>(), y = y.data<float>()]() {
@@ -178,9 +174,6 @@ class QuantizedMatvec : public mx::Primitive {
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts quantized matvec runs on the CPU only");
-  }
 
   const char* name() const override {
     return "QuantizedMatvec";
@@ -255,19 +248,14 @@ float bf16_dot_portable(const uint16_t* wn, const float* x, int k) {
 }
 
 // Inputs: x [rows, K] float32, weight [N, K] bfloat16 -> [rows, N] float32.
-class Bfloat16Matvec : public mx::Primitive {
+class Bfloat16Matvec : public CpuPrimitive {
  public:
-  explicit Bfloat16Matvec(mx::Stream stream) : mx::Primitive(stream) {}
+  explicit Bfloat16Matvec(mx::Stream stream) : CpuPrimitive(stream) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const mx::array& x = inputs[0];
     mx::array& y = outputs[0];
-    y.set_data(mx::allocator::malloc(y.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) {
-      encoder.set_input_array(a);
-    }
-    encoder.set_output_array(y);
+    auto& encoder = prepare(inputs, y);
     const int rows = x.shape(0), k = x.shape(1), n = y.shape(1);
     encoder.dispatch([rows, k, n, x = x.data<float>(), w = inputs[1].data<uint16_t>(), y = y.data<float>()]() {
       static const bool avx512 = __builtin_cpu_supports("avx512f");
@@ -283,9 +271,6 @@ class Bfloat16Matvec : public mx::Primitive {
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts bfloat16 matvec runs on the CPU only");
-  }
 
   const char* name() const override {
     return "Bfloat16Matvec";
@@ -301,18 +286,13 @@ class Bfloat16Matvec : public mx::Primitive {
 };
 
 // Inputs: weight [N, K * bits / 32] uint32, scales and biases [N, K / group_size] float32 -> [N, K] float32.
-class Dequantize : public mx::Primitive {
+class Dequantize : public CpuPrimitive {
  public:
-  Dequantize(mx::Stream stream, int group_size, int bits) : mx::Primitive(stream), group_size_(group_size), bits_(bits) {}
+  Dequantize(mx::Stream stream, int group_size, int bits) : CpuPrimitive(stream), group_size_(group_size), bits_(bits) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     mx::array& w = outputs[0];
-    w.set_data(mx::allocator::malloc(w.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) {
-      encoder.set_input_array(a);
-    }
-    encoder.set_output_array(w);
+    auto& encoder = prepare(inputs, w);
     const QuantizedShape s{0, w.shape(1), w.shape(0), group_size_, bits_};
     encoder.dispatch([s, q = inputs[0].data<uint8_t>(), scales = inputs[1].data<float>(),
                       biases = inputs[2].data<float>(), w = w.data<float>()]() {
@@ -322,9 +302,6 @@ class Dequantize : public mx::Primitive {
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("mlx_tts dequantize runs on the CPU only");
-  }
 
   const char* name() const override {
     return "FastDequantize";
