@@ -92,6 +92,20 @@ MLX_TTS_AVX512 float dot_avx512(const QuantizedShape& s, const uint8_t* qn, cons
   return _mm512_reduce_add_ps(total);
 }
 
+// sum a[i] b[i] over n floats.
+MLX_TTS_AVX512 float float_dot_avx512(const float* a, const float* b, int n) {
+  __m512 acc = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  }
+  float sum = _mm512_reduce_add_ps(acc);
+  for (; i < n; ++i) {
+    sum += a[i] * b[i];
+  }
+  return sum;
+}
+
 // Output columns [n0, n1) with AVX-512. `xs`: x as the kernel reads it (4-bit: split_even_odd); `x_sums`:
 // per-row, per-group sums of x.
 void matvec_avx512(const QuantizedShape& s, const uint8_t* q, const float* scales, const float* biases,
@@ -102,11 +116,7 @@ void matvec_avx512(const QuantizedShape& s, const uint8_t* q, const float* scale
     const float* sn = scales + static_cast<size_t>(n) * groups;
     const float* bn = biases + static_cast<size_t>(n) * groups;
     for (int m = 0; m < s.rows; ++m) {
-      float bias_term = 0.0f;
-      const float* sums = x_sums + static_cast<size_t>(m) * groups;
-      for (int g = 0; g < groups; ++g) {
-        bias_term += bn[g] * sums[g];
-      }
+      const float bias_term = float_dot_avx512(bn, x_sums + static_cast<size_t>(m) * groups, groups);
       y[static_cast<size_t>(m) * s.n + n] = dot_avx512(s, q + n * row_bytes, sn, xs + static_cast<size_t>(m) * s.k) + bias_term;
     }
   }
