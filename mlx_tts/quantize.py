@@ -146,16 +146,16 @@ def _native_matvec(layer: nn.Module, x: mx.array):
     kernels = ext.kernels_for()  # the kernels, when the device is the CPU
     if kernels is None or not 0 < rows <= NATIVE_MATVEC_ROWS:
         return None
-    x32 = x.reshape(rows, -1).astype(mx.float32)
     if isinstance(layer, nn.QuantizedLinear):
-        packed = layer.mode == "affine" and layer.bits in NATIVE_MATVEC_BITS
-        if not (packed and layer.scales.dtype == mx.float32):
+        if not (layer.mode == "affine" and layer.bits in NATIVE_MATVEC_BITS and layer.scales.dtype == mx.float32):
             return None
-        y = kernels.quantized_matvec(x32, layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
+        operands = (layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
+        product = kernels.quantized_matvec
     elif isinstance(layer, nn.Linear) and layer.weight.dtype == mx.bfloat16:
-        y = kernels.bfloat16_matvec(x32, layer.weight)
+        operands, product = (layer.weight,), kernels.bfloat16_matvec
     else:
         return None
+    y = product(x.reshape(rows, -1).astype(mx.float32), *operands)
     y = y.reshape(*x.shape[:-1], -1).astype(x.dtype)
     return y + layer.bias if "bias" in layer else y
 

@@ -291,10 +291,9 @@ class TapConv : public CpuPrimitive {
     mx::array& y = outputs[0];
     const ConvOperands op = operands_;
     const mx::array* residual = op.residual ? &inputs[op.residual_index()] : nullptr;
-    // The output takes over the residual's buffer when nothing else holds it: each element of y reads only
-    // the same element of the residual, before it is written.
-    const bool in_place = residual && residual->flags().row_contiguous && residual->is_donatable() &&
-                          residual->data_shared_ptr() != x.data_shared_ptr();
+    // The output takes over the residual's buffer when nothing else holds it (not x either: a view of the same
+    // buffer would count): each element of y reads only the same element of the residual, before it is written.
+    const bool in_place = residual && residual->flags().row_contiguous && residual->is_donatable();
     if (in_place) {
       y.copy_shared_buffer(*residual);
     }
