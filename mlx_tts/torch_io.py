@@ -14,8 +14,10 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from .errors import MlxTtsError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(MlxTtsError, ValueError):
     """A file that is not a readable PyTorch zip checkpoint, or one that names a forbidden global."""
 
 

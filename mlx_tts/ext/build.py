@@ -17,9 +17,10 @@ import tempfile
 from pathlib import Path
 
 from ..cache import cache_dir
+from ..errors import MlxTtsError
 
 
-class BuildError(RuntimeError):
+class BuildError(MlxTtsError, RuntimeError):
     """A native library could not be compiled (no compiler, or the compiler failed)."""
 
 

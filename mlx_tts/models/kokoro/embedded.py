@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import MlxTtsError
 from ...utils import cache_dir
 
 ONNX_NAME = "kokoro-v1.0.int8.onnx"
@@ -58,7 +59,7 @@ KOKORO_82M_CONFIG = {
 }
 
 
-class EmbeddedModelError(RuntimeError):
+class EmbeddedModelError(MlxTtsError, RuntimeError):
     pass
 
 

@@ -16,13 +16,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ...errors import MlxTtsError
 from .embedded import KOKORO_82M_CONFIG
 
 # The int8 export's quantized ops; `float_onnx_graph` replaces each with its float op.
 INTEGER_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM", "DequantizeLinear")
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(MlxTtsError, ValueError):
     pass
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from ...errors import MlxTtsError
 from ...torch_io import CheckpointError, load_torch_file
 
 STYLE_DIM = 256
@@ -25,7 +26,7 @@ VOICE_SUFFIXES = SINGLE_VOICE_SUFFIXES + MULTI_VOICE_SUFFIXES
 _TERM = re.compile(r"^\s*(?P<voice>[^()]+?)\s*(?:\(\s*(?P<weight>[^()]*?)\s*\))?\s*$")
 
 
-class VoiceError(ValueError):
+class VoiceError(MlxTtsError, ValueError):
     pass
 
 
