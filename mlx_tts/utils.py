@@ -1,7 +1,7 @@
 """Finding, converting and loading models.
 
 A model is named by a Hugging Face repo id or a local folder. Folders that are not yet in MLX layout (hexgrad's
-`.pth`, PyTorch-layout safetensors, MLX-Audio's quantized layout, sesame's checkpoints) are converted once by
+`.pth`, PyTorch-layout safetensors, MLX-Audio's folders, sesame's checkpoints) are converted once by
 their model package's `convert` into a cache folder whose config says `"layout": "mlx"`; loading then reads that
 folder as it is, with no guessing from shapes.
 """
@@ -161,6 +161,21 @@ def quantization_predicate(quantization: dict, weights: dict):
     return predicate
 
 
+def quantize_like_checkpoint(model: nn.Module, quantization: dict, weights: dict) -> dict:
+    """Quantize `model` in place as the checkpoint `weights` are (see `quantization_predicate`); return the
+    quantization block in quantize_model's form: the checkpoint's group size, bits (and mode), its per-layer
+    entries, and `path: false` for every quantizable layer it holds in full precision (MLX-Audio lists none)."""
+    nn.quantize(
+        model,
+        group_size=quantization["group_size"],
+        bits=quantization["bits"],
+        mode=quantization.get("mode", "affine"),
+        class_predicate=quantization_predicate(quantization, weights),
+    )
+    full_precision = {path: False for path, module in model.named_modules() if hasattr(module, "to_quantized")}
+    return {**quantization, **full_precision}
+
+
 def load_weights_file(folder: Path) -> dict:
     files = sorted(folder.glob("model*.safetensors"))
     if not files:
@@ -175,12 +190,7 @@ def load_mlx_folder(folder: Path) -> nn.Module:
     model = package.Model(package.ModelArgs.from_dict(config))
     weights = load_weights_file(folder)
     if quantization := config.get("quantization"):
-        nn.quantize(
-            model,
-            group_size=quantization["group_size"],
-            bits=quantization["bits"],
-            class_predicate=quantization_predicate(quantization, weights),
-        )
+        quantize_like_checkpoint(model, quantization, weights)
     check_weights(model, weights, folder)
     model.load_weights(list(weights.items()))
     mx.eval(model.parameters())
