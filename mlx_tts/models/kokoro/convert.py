@@ -1,11 +1,14 @@
 """Kokoro checkpoints -> an MLX-layout model folder, done once.
 
-Accepted sources, told apart by their files and config (never by weight shapes):
+Accepted sources:
 - hexgrad's `kokoro-v1_0.pth`: five PyTorch state dicts (`bert`, `bert_encoder`, `predictor`, `text_encoder`,
   `decoder`) whose keys carry a `module.` prefix;
-- flat safetensors (`prince-canuma/Kokoro-82M`, `mlx-community/Kokoro-82M-bf16`): PyTorch layout;
-- the same with `"quantization"` in config.json (`mlx-community/Kokoro-82M-{4,6,8}bit`): MLX-Audio's layout;
+- flat safetensors in PyTorch layout (`prince-canuma/Kokoro-82M`, `mlx-community/Kokoro-82M-bf16`);
+- flat safetensors in MLX-Audio's MLX layout, float or quantized (what MLX-Audio's own save and convert write,
+  `mlx-community/Kokoro-82M-{4,6,8}bit`);
 - kokoro-onnx exports (`convert_onnx`).
+Which of the two safetensors layouts a folder holds is read from its weights (`detect_layout`), never from its
+config: MLX-Audio writes the same layout with or without a quantization block.
 """
 
 import json
@@ -14,9 +17,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ...checkpoint import load_safetensors
-from ...utils import save_model
-from .kokoro import Model
+from ...checkpoint import ModelLoadError, check_weights, load_safetensors
+from ...quantize import QuantizableConv
+from ...utils import quantize_like_checkpoint, save_model
+from .kokoro import LSTM_PARTS, MLX_AUDIO_LSTM, PLAIN_CONVS, TEXT_ENCODER_NORM, Model, ModelArgs, _rename
 from .voices import VOICE_SUFFIXES, read_voices, save_voice
 
 
@@ -47,8 +51,51 @@ def read_source_weights(src: Path, config: dict) -> tuple[dict, str]:
 
         return {k: mx.array(np.asarray(v)) for k, v in _flatten_pth(load_torch_file(pth[0]), pth[0]).items()}, "torch"
     if safetensors:
-        return load_safetensors(safetensors), ("mlx_audio" if "quantization" in config else "torch")
+        weights = load_safetensors(safetensors)
+        return weights, detect_layout(weights, config, src)
     raise FileNotFoundError(f"{src}: no Kokoro weights (*.pth or *.safetensors)")
+
+
+def _kernel_sizes(config: dict) -> dict:
+    """Each convolution's kernel size, by its module path in PyTorch's (and MLX-Audio's) names."""
+    model = Model(ModelArgs.from_dict(config))  # lazy: only the shapes are read
+    return {path: m.weight.shape[1] for path, m in model.named_modules() if isinstance(m, QuantizableConv)}
+
+
+def detect_layout(weights: dict, config: dict, source) -> str:
+    """"torch" or "mlx_audio", from what the weights hold: the LSTMs' names (PyTorch's `weight_ih_l0...`,
+    MLX-Audio's `Wx_forward...`), the text encoder's norms (PyTorch's `gamma`/`beta`) and which axis of each
+    convolution weight holds its kernel (PyTorch's [out, in, kernel], MLX's [out, kernel, in]; square ones tell
+    nothing). Weights that point both ways, or nowhere, are refused."""
+    kernels = _kernel_sizes(config)
+    evidence = {"torch": [], "mlx_audio": []}
+    for key, value in weights.items():
+        module, _, name = key.rpartition(".")
+        if name in MLX_AUDIO_LSTM:
+            evidence["mlx_audio"].append(key)
+        elif name.removesuffix("_reverse") in LSTM_PARTS or TEXT_ENCODER_NORM.match(key):
+            evidence["torch"].append(key)
+        elif name == "weight_v" or (name == "weight" and PLAIN_CONVS.search(module)):
+            kernel = kernels.get(_rename(module))
+            if kernel is None or value.ndim != 3 or value.dtype == mx.uint32:
+                continue
+            if value.shape[1] == kernel != value.shape[2]:
+                evidence["mlx_audio"].append(key)
+            elif value.shape[2] == kernel != value.shape[1]:
+                evidence["torch"].append(key)
+    found = [layout for layout, keys in evidence.items() if keys]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ModelLoadError(
+            f"{source}: can't tell the layout of these Kokoro weights: no LSTM or convolution weights "
+            f"({', '.join(sorted(weights)[:5])} ...)"
+        )
+    raise ModelLoadError(
+        f"{source}: ambiguous Kokoro checkpoint, its weights mix two layouts: PyTorch's "
+        f"({', '.join(sorted(evidence['torch'])[:3])}) and MLX-Audio's ({', '.join(sorted(evidence['mlx_audio'])[:3])}); "
+        "convert it from one source"
+    )
 
 
 def _voice_files(src: Path) -> list:
@@ -71,6 +118,12 @@ def convert(src, dst):
     config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     weights, layout = read_source_weights(src, config)
     weights = Model.sanitize_mlx_audio(weights) if layout == "mlx_audio" else Model.sanitize(weights)
+    config = {k: v for k, v in config.items() if k != "quantization_config"}  # MLX-Audio's copy of the block
+    model = Model(ModelArgs.from_dict(config))  # lazy: only names and shapes are read
+    if "quantization" in config:
+        quantization = {_rename(k): v for k, v in config["quantization"].items()}  # per-layer entries: our paths
+        config["quantization"] = quantize_like_checkpoint(model, quantization, weights)
+    check_weights(model, weights, src)  # names and shapes (a quantized layer without its scales is named)
     voices = {}
     for path in _voice_files(src):
         voices.update(read_voices(path))

@@ -170,13 +170,13 @@ class Model(nn.Module):
 
     @staticmethod
     def sanitize_mlx_audio(weights: dict) -> dict:
-        """MLX-Audio's Kokoro layout (e.g. mlx-community/Kokoro-82M-{4,6,8}bit, quantized layers included)
-        -> this model's layout."""
+        """MLX-Audio's Kokoro layout (what its save and convert write, float or with quantized layers, e.g.
+        mlx-community/Kokoro-82M-{4,6,8}bit) -> this model's layout."""
         return _sanitize_torch(_mlx_audio_to_torch(weights))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoint layouts. Which layout a dict is in is said by the caller, never guessed from shapes.
+# Checkpoint layouts. Which layout a dict is in is said by the caller (kokoro.convert.detect_layout).
 
 # Renamed module paths, torch layout -> ours.
 RENAMES = (
