@@ -130,5 +130,26 @@ def write_mlx_audio_folder(folder, weights: dict, config: dict, quantization: di
     return folder
 
 
+def interleave_rows(weight: mx.array, heads: int) -> mx.array:
+    """rotate-half q/k rows -> interleaved-pair rows (rows only: works on packed weights and scales too)."""
+    out_dims, width = weight.shape
+    return weight.reshape(heads, 2, out_dims // heads // 2, width).swapaxes(1, 2).reshape(out_dims, width)
+
+
+def mlx_audio_csm_weights(model) -> dict:
+    """Our CSM (codec left out) -> MLX-Audio's names and q/k row order."""
+    heads = {"backbone": model.args.backbone, "decoder": model.args.decoder}
+    out = {}
+    for key, value in tree_flatten(model.parameters()):
+        if key.startswith("codec."):
+            continue
+        parts = key.split(".")
+        if parts[0] in heads and parts[-2] in ("q_proj", "k_proj"):
+            stack = heads[parts[0]]
+            value = interleave_rows(value, stack.num_attention_heads if parts[-2] == "q_proj" else stack.num_key_value_heads)
+        out[f"model.{key}"] = value
+    return out
+
+
 def as_dtype(weights: dict, dtype) -> dict:
     return {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}

@@ -1,18 +1,26 @@
 """Folders written by MLX-Audio (see tests/mlx_audio_layout.py for its names and shapes): Kokoro float32,
-bfloat16, 8-bit and 4-bit (from the embedded Kokoro-82M's real weights)."""
+bfloat16, 8-bit and 4-bit (from the embedded Kokoro-82M's real weights), and quantized CSM (tiny, random)."""
+
+import json
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 
+from mlx_tts.models import csm
+from mlx_tts.models.csm.frames import prompt_frames, segment_frames
 from mlx_tts.models.kokoro.convert import detect_layout
+from mlx_tts.models.mimi.convert import rope_interleaved_to_half
 from mlx_tts.quality import kokoro_take, log_mel_distance
 from mlx_tts.quantize import full_precision_layers
 from mlx_tts.utils import EMBEDDED_MODEL, ModelLoadError, cache_dir, load_model, read_config
 from mlx_audio_layout import (
-    as_dtype, dequantized, mlx_audio_kokoro_weights, mlx_audio_quantize, write_mlx_audio_folder,
+    as_dtype, dequantized, mlx_audio_csm_weights, mlx_audio_kokoro_weights, mlx_audio_quantize,
+    write_mlx_audio_folder,
 )
+from tiny_csm import MIMI_CONFIG, csm_config_dict, make_tokenizer, randomize, speech_like
 
 TEXT, VOICE = "The quick brown fox jumps over the lazy dog.", "jf_alpha"
 KINDS = ("float32", "bfloat16", "8bit", "4bit")
@@ -109,3 +117,82 @@ def test_mlx_audio_kokoro_folders_load_and_speak_like_ours(kind, kokoro_folders,
             same_take = kokoro_take(same, TEXT, VOICE, seed=0)
             assert np.array_equal(take.durations, same_take.durations)
             assert log_mel_distance(same_take.audio, take.audio) < 0.1
+
+
+# ---- CSM ----
+
+@pytest.fixture(scope="module")
+def tiny_csm():
+    config = {**csm_config_dict(), "layout": "mlx"}
+    return randomize(csm.Model(csm.ModelArgs.from_dict(config)), seed=1), config
+
+
+def csm_folder(folder, model, config, weights, quantization=None):
+    """An MLX-Audio CSM folder: its checkpoint, and the codec and tokenizer beside it (it holds neither)."""
+    config = {k: v for k, v in config.items() if k != "codec_config"}
+    write_mlx_audio_folder(folder, weights, config, quantization)
+    codec = {k[len("codec."):]: v for k, v in tree_flatten(model.parameters()) if k.startswith("codec.")}
+    (folder / "codec").mkdir()
+    mx.save_safetensors(str(folder / "codec" / "model.safetensors"), codec)
+    (folder / "codec" / "config.json").write_text(json.dumps(dict(model_type="mimi", **MIMI_CONFIG)))
+    make_tokenizer(folder / "tokenizer.json")
+    return folder
+
+
+def greedy_codes(model, frames=20) -> np.ndarray:
+    codes = np.array(model.codec.encode(speech_like(1.0))[0])
+    tokens, mask = prompt_frames([segment_frames([96, 5, 6, 7, 97], codes, 32), segment_frames([96, 8, 9, 97], None, 32)])
+    out = list(model.generate(mx.array(tokens)[None], mx.array(mask)[None], frames, csm.make_sampler(temperature=0)))
+    assert len(out) == frames
+    return np.concatenate([np.array(f) for f in out])
+
+
+def mlx_audio_quantized_csm(model, bits):
+    """MLX-Audio's `convert -q` at `bits`, with its head at 8 bits through a per-layer entry (as its mixed
+    recipes write them, under its module paths)."""
+    weights, quantization = mlx_audio_quantize(mlx_audio_csm_weights(model), bits)
+    head = weights["model.codebook0_head.weight"]
+    float_head = mx.dequantize(head, weights["model.codebook0_head.scales"], weights["model.codebook0_head.biases"], 64, bits)
+    weights["model.codebook0_head.weight"], weights["model.codebook0_head.scales"], weights["model.codebook0_head.biases"] = (
+        mx.quantize(float_head, 64, 8))
+    return weights, {**quantization, "model.codebook0_head": {"group_size": 64, "bits": 8}}
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_mlx_audio_quantized_csm_loads_packed_and_generates_like_its_dequantized_weights(tiny_csm, bits, tmp_path):
+    model, config = tiny_csm
+    weights, quantization = mlx_audio_quantized_csm(model, bits)
+    quantized = load_model(csm_folder(tmp_path / f"csm-{bits}bit", model, config, weights, quantization))
+    reference = load_model(csm_folder(tmp_path / "dequantized", model, config, dequantized(weights, quantization)))
+
+    assert quantized.path.parent == cache_dir() / "converted" and quantized.config["layout"] == "mlx"
+    block = quantized.config["quantization"]
+    assert (block["group_size"], block["bits"], block["mode"]) == (64, bits, "affine")
+    assert block["codebook0_head"] == {"group_size": 64, "bits": 8} and quantized.codebook0_head.bits == 8
+    # the depth decoder (48 wide) can't take groups of 64, nor does MLX-Audio quantize the codec: listed as ours are
+    kept = set(full_precision_layers(quantized.config))
+    assert "decoder.layers.0.mlp.gate_proj" in kept and any(path.startswith("codec.") for path in kept)
+    layer = quantized.backbone.layers[0]
+    assert isinstance(layer.mlp.gate_proj, nn.QuantizedLinear) and layer.mlp.gate_proj.bits == bits
+    assert isinstance(quantized.text_embeddings, nn.QuantizedEmbedding)
+    # packed as MLX-Audio wrote them: renamed, q/k rows reordered for rotate-half RoPE, never re-quantized
+    assert mx.array_equal(layer.mlp.gate_proj.weight, weights["model.backbone.layers.0.mlp.gate_proj.weight"])
+    heads = model.args.backbone.num_attention_heads
+    for part in ("weight", "scales", "biases"):
+        source = weights[f"model.backbone.layers.0.self_attn.q_proj.{part}"]
+        assert mx.array_equal(getattr(layer.self_attn.q_proj, part), rope_interleaved_to_half(source, heads)), part
+
+    np.testing.assert_array_equal(greedy_codes(quantized), greedy_codes(reference))
+
+
+def test_mlx_audio_csm_missing_scales_name_the_layer(tiny_csm, tmp_path):
+    model, config = tiny_csm
+    weights, quantization = mlx_audio_quantize(mlx_audio_csm_weights(model), 8)
+    del weights["model.backbone.layers.1.mlp.down_proj.scales"]
+    folder = csm_folder(tmp_path / "broken", model, config, weights, quantization)
+    with pytest.raises(ModelLoadError, match=r"missing quantization scales/biases for layers: backbone\.layers\.1\.mlp\.down_proj"):
+        load_model(folder)
+    unquantized = {k: v for k, v in read_config(folder).items() if not k.startswith("quantization")}
+    (folder / "config.json").write_text(json.dumps(unquantized))
+    with pytest.raises(ModelLoadError, match="quantized .* no `quantization` block"):
+        load_model(folder)

@@ -5,7 +5,9 @@ Layouts read:
 - sesame's original (`sesame/csm-1b`: `config.json` with flavor names, `model.safetensors` or `ckpt.pt` with
   torchtune names `backbone.layers.0.attn.q_proj.weight`, `mlp.w1`, `sa_norm.scale`, interleaved-pair RoPE);
 - MLX-Audio's (`mlx-community/csm-1b`: the same weights under `model.`, renamed `self_attn`, `gate_proj`,
-  `input_layernorm.weight`, ..., still interleaved-pair RoPE);
+  `input_layernorm.weight`, ..., still interleaved-pair RoPE), full precision or quantized by its `convert -q`
+  (MLX's own packing, `scales`/`biases` beside each quantized weight, a `quantization` block in config.json):
+  the packed weights are renamed and their rows permuted like float ones, never dequantized;
 - transformers' (`CsmForConditionalGeneration`, `model_type: csm`: `backbone_model.`, `depth_decoder.`,
   rotate-half RoPE, the codec under `codec_model.`).
 
@@ -22,8 +24,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ...checkpoint import check_weights, load_safetensors, rename_keys
-from ...utils import save_model
+from ...checkpoint import ModelLoadError, check_weights, load_safetensors, rename_keys
+from ...utils import quantize_like_checkpoint, save_model
 from .. import mimi
 from ..mimi.convert import rope_interleaved_to_half
 from .model import Model, ModelArgs
@@ -52,7 +54,8 @@ TRANSFORMERS_RENAMES = [
 ]
 # the depth decoder's code embeddings are tied to the backbone's audio embeddings: a checkpoint holds either
 AUDIO_EMBEDDINGS = ("backbone_model.embed_tokens.embed_audio_tokens.weight", "depth_decoder.model.embed_tokens.weight")
-QK_PROJ = re.compile(r"^(backbone|decoder)\.layers\.\d+\.self_attn\.(q|k)_proj\.weight$")
+# a quantized projection is permuted as a float one: its rows (packed weight, scales, biases) are whole output rows
+QK_PROJ = re.compile(r"^(backbone|decoder)\.layers\.\d+\.self_attn\.(q|k)_proj\.(weight|scales|biases)$")
 
 
 def is_config(config: dict) -> bool:
@@ -96,8 +99,6 @@ def detect_layout(weights: dict) -> str:
 
 def from_original(weights: dict, args: ModelArgs) -> dict:
     """sesame's or MLX-Audio's names -> ours, q/k permuted from interleaved-pair to rotate-half RoPE."""
-    if any(k.endswith(".scales") for k in weights):
-        raise ValueError("quantized original-layout CSM checkpoints are not supported; convert the full-precision one")
     out = rename_keys(weights, ORIGINAL_RENAMES)
     heads = {"backbone": args.backbone, "decoder": args.decoder}
     for key in out:
@@ -107,6 +108,13 @@ def from_original(weights: dict, args: ModelArgs) -> dict:
                 out[key], stack.num_attention_heads if m.group(2) == "q" else stack.num_key_value_heads
             )
     return out
+
+
+def _renamed_layers(quantization: dict) -> dict:
+    """A quantization block with its per-layer entries (MLX-Audio's module paths) under our names."""
+    layers = {f"{k}.weight": v for k, v in quantization.items() if isinstance(v, (dict, bool))}
+    renamed = {k.removesuffix(".weight"): v for k, v in rename_keys(layers, ORIGINAL_RENAMES).items()}
+    return {**{k: v for k, v in quantization.items() if f"{k}.weight" not in layers}, **renamed}
 
 
 def from_transformers(weights: dict) -> tuple:
@@ -179,7 +187,14 @@ def convert(src_dir, dst_dir, codec=None, tokenizer=None) -> Path:
     if layout == "original":
         weights = from_original(weights, args)
     weights.update({f"codec.{k}": v for k, v in mimi.convert_weights(codec_weights, args.codec).items()})
-    check_weights(Model(args), weights, src)  # names and shapes; the model is lazy: nothing is allocated
+    model = Model(args)  # lazy: nothing is allocated
+    config = {k: v for k, v in config.items() if k != "quantization_config"}  # MLX-Audio's copy of the block
+    if "quantization" in config:
+        config["quantization"] = quantize_like_checkpoint(model, _renamed_layers(config["quantization"]), weights)
+    elif any(k.endswith(".scales") for k in weights):
+        raise ModelLoadError(f"{config_path}: the weights are quantized (they hold scales) but there is no "
+                             "`quantization` block (group_size, bits) to read them with")
+    check_weights(model, weights, src)  # names and shapes (a quantized layer without its scales is named)
 
     save_model(dst, weights, {**config, "model_type": "csm", "sample_rate": args.codec.sampling_rate})
     shutil.copy2(find_tokenizer(src, tokenizer), dst / "tokenizer.json")
