@@ -81,15 +81,20 @@ def mlx_audio_kokoro_weights(model) -> dict:
     return out
 
 
-def mlx_audio_quantize(weights: dict, bits: int, group_size: int = 64):
+def mlx_audio_quantize(weights: dict, bits: int, group_size: int = 64, layer_bits: dict = None):
     """MLX-Audio's `convert -q`: Linear and Embedding weights (the 2-D `.weight`s of its Kokoro and CSM) whose
-    rows are a multiple of 64 and of the group size. -> (weights, its quantization block)."""
+    rows are a multiple of 64 and of the group size; `layer_bits` (module -> bits) as its mixed recipes, which
+    record each such layer in the block. -> (weights, its quantization block)."""
     out = dict(weights)
+    block = {"group_size": group_size, "bits": bits, "mode": "affine"}
     for key, value in weights.items():
         if key.endswith(".weight") and value.ndim == 2 and value.shape[-1] % 64 == 0 and value.shape[-1] % group_size == 0:
             module = key[: -len(".weight")]
-            out[key], out[f"{module}.scales"], out[f"{module}.biases"] = mx.quantize(value, group_size, bits)
-    return out, {"group_size": group_size, "bits": bits, "mode": "affine"}
+            layer = (layer_bits or {}).get(module, bits)
+            if layer != bits:
+                block[module] = {"group_size": group_size, "bits": layer}
+            out[key], out[f"{module}.scales"], out[f"{module}.biases"] = mx.quantize(value, group_size, layer)
+    return out, block
 
 
 def dequantized(weights: dict, quantization: dict) -> dict:

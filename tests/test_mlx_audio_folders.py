@@ -24,6 +24,7 @@ from tiny_csm import MIMI_CONFIG, csm_config_dict, make_tokenizer, randomize, sp
 
 TEXT, VOICE = "The quick brown fox jumps over the lazy dog.", "jf_alpha"
 KINDS = ("float32", "bfloat16", "8bit", "4bit")
+DURATION_PROJ = "predictor.duration_proj.linear_layer"
 
 
 # ---- Kokoro ----
@@ -54,8 +55,10 @@ def kokoro_folders(ours, mlx_audio_float, tmp_path_factory):
     root = tmp_path_factory.mktemp("mlx-audio-kokoro")
     folders = {}
     for kind in KINDS:
-        if kind.endswith("bit"):
-            weights, quantization = mlx_audio_quantize(mlx_audio_float, bits=int(kind[:-3]))
+        if kind == "4bit":  # with one layer at 8 bits through a per-layer entry (MLX-Audio's module path)
+            weights, quantization = mlx_audio_quantize(mlx_audio_float, 4, layer_bits={DURATION_PROJ: 8})
+        elif kind == "8bit":
+            weights, quantization = mlx_audio_quantize(mlx_audio_float, 8)
         else:
             weights, quantization = as_dtype(mlx_audio_float, getattr(mx, kind)), None
         folders[kind] = (kokoro_folder(root / f"Kokoro-82M-{kind}", ours, weights, quantization), weights, quantization)
@@ -102,7 +105,9 @@ def test_mlx_audio_kokoro_folders_load_and_speak_like_ours(kind, kokoro_folders,
         assert np.array_equal(take.durations, our_take.durations) and distance < 1.5, distance  # measured 0.70
     else:
         block = model.config["quantization"]
-        assert {k: block[k] for k in ("group_size", "bits", "mode")} == quantization
+        assert {k: block[k] for k in ("group_size", "bits", "mode")} == {k: quantization[k] for k in ("group_size", "bits", "mode")}
+        if DURATION_PROJ in quantization:  # the per-layer entry, under our name
+            assert block["predictor.duration_proj"] == quantization[DURATION_PROJ] and model.predictor.duration_proj.bits == 8
         # MLX-Audio's convolutions and LSTMs have no quantized form: listed as full precision, as ours lists them
         assert {"predictor.lstm", "decoder.generator.ups.0", "decoder.generator.m_source.l_linear"} <= set(
             full_precision_layers(model.config))
@@ -147,28 +152,20 @@ def greedy_codes(model, frames=20) -> np.ndarray:
     return np.concatenate([np.array(f) for f in out])
 
 
-def mlx_audio_quantized_csm(model, bits):
-    """MLX-Audio's `convert -q` at `bits`, with its head at 8 bits through a per-layer entry (as its mixed
-    recipes write them, under its module paths)."""
-    weights, quantization = mlx_audio_quantize(mlx_audio_csm_weights(model), bits)
-    head = weights["model.codebook0_head.weight"]
-    float_head = mx.dequantize(head, weights["model.codebook0_head.scales"], weights["model.codebook0_head.biases"], 64, bits)
-    weights["model.codebook0_head.weight"], weights["model.codebook0_head.scales"], weights["model.codebook0_head.biases"] = (
-        mx.quantize(float_head, 64, 8))
-    return weights, {**quantization, "model.codebook0_head": {"group_size": 64, "bits": 8}}
-
-
 @pytest.mark.parametrize("bits", [4, 8])
 def test_mlx_audio_quantized_csm_loads_packed_and_generates_like_its_dequantized_weights(tiny_csm, bits, tmp_path):
     model, config = tiny_csm
-    weights, quantization = mlx_audio_quantized_csm(model, bits)
+    # its head at other bits through a per-layer entry, as MLX-Audio's mixed recipes write them (its module path)
+    head_bits = 8 if bits == 4 else 4
+    weights, quantization = mlx_audio_quantize(mlx_audio_csm_weights(model), bits,
+                                               layer_bits={"model.codebook0_head": head_bits})
     quantized = load_model(csm_folder(tmp_path / f"csm-{bits}bit", model, config, weights, quantization))
     reference = load_model(csm_folder(tmp_path / "dequantized", model, config, dequantized(weights, quantization)))
 
     assert quantized.path.parent == cache_dir() / "converted" and quantized.config["layout"] == "mlx"
     block = quantized.config["quantization"]
     assert (block["group_size"], block["bits"], block["mode"]) == (64, bits, "affine")
-    assert block["codebook0_head"] == {"group_size": 64, "bits": 8} and quantized.codebook0_head.bits == 8
+    assert block["codebook0_head"] == {"group_size": 64, "bits": head_bits} and quantized.codebook0_head.bits == head_bits
     # the depth decoder (48 wide) can't take groups of 64, nor does MLX-Audio quantize the codec: listed as ours are
     kept = set(full_precision_layers(quantized.config))
     assert "decoder.layers.0.mlp.gate_proj" in kept and any(path.startswith("codec.") for path in kept)

@@ -56,8 +56,13 @@ def read_source_weights(src: Path, config: dict) -> tuple[dict, str]:
     raise FileNotFoundError(f"{src}: no Kokoro weights (*.pth or *.safetensors)")
 
 
+def _our_path(path: str) -> str:
+    """A module path in PyTorch's (and MLX-Audio's) names -> ours (the renames are prefixes of parameter keys)."""
+    return _rename(f"{path}.")[:-1]
+
+
 def _kernel_sizes(config: dict) -> dict:
-    """Each convolution's kernel size, by its module path in PyTorch's (and MLX-Audio's) names."""
+    """Each convolution's kernel size, by its module path."""
     model = Model(ModelArgs.from_dict(config))  # lazy: only the shapes are read
     return {path: m.weight.shape[1] for path, m in model.named_modules() if isinstance(m, QuantizableConv)}
 
@@ -76,7 +81,7 @@ def detect_layout(weights: dict, config: dict, source) -> str:
         elif name.removesuffix("_reverse") in LSTM_PARTS or TEXT_ENCODER_NORM.match(key):
             evidence["torch"].append(key)
         elif name == "weight_v" or (name == "weight" and PLAIN_CONVS.search(module)):
-            kernel = kernels.get(_rename(module))
+            kernel = kernels.get(_our_path(module))
             if kernel is None or value.ndim != 3 or value.dtype == mx.uint32:
                 continue
             if value.shape[1] == kernel != value.shape[2]:
@@ -121,7 +126,7 @@ def convert(src, dst):
     config = {k: v for k, v in config.items() if k != "quantization_config"}  # MLX-Audio's copy of the block
     model = Model(ModelArgs.from_dict(config))  # lazy: only names and shapes are read
     if "quantization" in config:
-        quantization = {_rename(k): v for k, v in config["quantization"].items()}  # per-layer entries: our paths
+        quantization = {_our_path(k): v for k, v in config["quantization"].items()}  # per-layer entries
         config["quantization"] = quantize_like_checkpoint(model, quantization, weights)
     check_weights(model, weights, src)  # names and shapes (a quantized layer without its scales is named)
     voices = {}
