@@ -97,7 +97,8 @@ class KokoroPipeline:
             logger.warning(mismatch)
         chunks = self.chunk_text(text, split_pattern)
         if not chunks:
-            raise ValueError(f"nothing pronounceable in the text: {text[:80]!r}" + (f". {mismatch}" if mismatch else ""))
+            hint = f". {mismatch}" if mismatch else ""
+            raise ValueError(f"nothing pronounceable in the text: {text[:80]!r}{hint}")
         yield from self._speak(chunks, pack, speed, first_chunk_max, self.phonemize)
 
     def from_phonemes(
