@@ -5,7 +5,7 @@
 - 'j': misaki's cutlet romanizer (what `misaki.ja.JAG2P()` runs by default) on the fugashi tagger with the
   `unidic-lite` dictionary, which ships inside its wheel. `misaki[ja]` itself does not work offline: its
   `unidic` and `pyopenjtalk` download their dictionaries at run time.
-  Extra packages: `pip install fugashi unidic-lite jaconv mojimoji` (requirements-ja.txt).
+  Packages: `pip install fugashi unidic-lite jaconv mojimoji` (in requirements.txt).
 - 'z': misaki's ZHG2P (jieba, pypinyin, cn2an), the phoneme set of Kokoro-82M v1.0.
   Extra packages: `pip install cn2an jieba ordered-set pypinyin pypinyin-dict` (requirements-zh.txt).
 

@@ -17,7 +17,7 @@ import sysconfig
 import threading
 from pathlib import Path
 
-from .build import BuildError, build_library
+from .build import BuildError, build_library, cache_folder
 
 logger = logging.getLogger("mlx_tts")
 
@@ -49,7 +49,9 @@ def cpu_kernels():
         if not _tried:
             if enabled():
                 try:
-                    _cpu_kernels = _checked(_load("_cpu_kernels", _build_cpu_kernels()))
+                    path = _build_cpu_kernels()
+                    _cpu_kernels = _checked(_load("_cpu_kernels", path))
+                    logger.info("native CPU kernels ready: %s", path)
                 except (BuildError, ImportError, OSError, TypeError) as e:
                     logger.warning("native CPU kernels unavailable, using MLX ops instead: %s", e)
             _tried = True
@@ -79,6 +81,8 @@ def prepare_in_background():
     first request finds them ready (or waits for the build already under way). Returns the thread, or None."""
     if _tried or not used():
         return None
+    logger.info("preparing the native CPU kernels in the background (compiled once per machine, cached in %s)",
+                cache_folder())
     thread = threading.Thread(target=cpu_kernels, name="mlx_tts-ext-build", daemon=True)
     thread.start()
     return thread
