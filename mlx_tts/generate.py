@@ -27,7 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25 to 4")
     p.add_argument("--lang_code", default="a", help="Kokoro language: a, b, j, z, ...")
     p.add_argument("--split_pattern", default=r"\n+", help="Kokoro: regex that splits text into parts")
-    p.add_argument("--file_prefix", default="audio", help="output path prefix")
+    p.add_argument("--file_prefix", default="audio",
+                   help="output path prefix: PREFIX.wav for one take, PREFIX_000.wav, PREFIX_001.wav, ... for several")
     p.add_argument("--audio_format", default="wav", choices=["wav", "flac"])
     p.add_argument("--join_audio", action="store_true", help="write one file instead of one per chunk")
     p.add_argument("--play", action="store_true", help="play the audio as well")
@@ -96,21 +97,30 @@ def main(argv=None):
         text = sys.stdin.read()
     if args.seed is not None:
         mx.random.seed(args.seed)
+    written, pieces = [], []
+
+    def write_numbered():
+        """One file per chunk, `prefix_000.wav` on: written as soon as there are two, since one take is
+        `prefix.wav`."""
+        for i in range(len(written), len(pieces)):
+            written.append(f"{args.file_prefix}_{i:03d}.{args.audio_format}")
+            write_audio(written[-1], pieces[i], SAMPLE_RATE, args.audio_format)
+
     try:
         model = load_model(args.model)
         chunks = csm_chunks if model.model_type == "csm" else kokoro_chunks
         start = time.perf_counter()
-        written, pieces = [], []
-        for i, audio in enumerate(chunks(model, args, text)):
+        for audio in chunks(model, args, text):
             pieces.append(audio)
-            if not args.join_audio:
-                written.append(f"{args.file_prefix}_{i:03d}.{args.audio_format}")
-                write_audio(written[-1], audio, SAMPLE_RATE, args.audio_format)
+            if not args.join_audio and len(pieces) > 1:
+                write_numbered()
         elapsed = time.perf_counter() - start
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+        if len(pieces) == 1 and not args.join_audio:
+            write_numbered()  # keep the chunk already made
+        sys.exit(f"error: {e}" + (f" (wrote {', '.join(written)} first)" if written else ""))
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    if args.join_audio:
+    if args.join_audio or len(pieces) == 1:
         written = [f"{args.file_prefix}.{args.audio_format}"]
         write_audio(written[0], audio, SAMPLE_RATE, args.audio_format)
     seconds = len(audio) / SAMPLE_RATE

@@ -102,7 +102,7 @@ def resolve_model_path(id_or_path) -> Path:
             return embedded_model_dir()
         raise ModelLoadError(
             f"Could not get {repo_id!r} from the Hugging Face Hub ({reason}). On a machine with network run "
-            f"`huggingface-cli download {repo_id} --local-dir DIR` and pass DIR to load_model, or point HF_HOME "
+            f"`hf download {repo_id} --local-dir DIR` and pass DIR to load_model, or point HF_HOME "
             f"at a cache that holds it."
         ) from None
 

@@ -28,7 +28,7 @@ def unavailable_status(model_id: str, message: str) -> str:
     return (
         f"**CSM weights for `{model_id}` are not available.** {message}\n\n"
         "To use this tab, download CSM-1B on a machine with network: `mlx-community/csm-1b` (MLX-Audio's layout) or "
-        "`sesame/csm-1b` (original), e.g. `huggingface-cli download mlx-community/csm-1b --local-dir ~/csm-1b`. "
+        "`sesame/csm-1b` (original), e.g. `hf download mlx-community/csm-1b --local-dir ~/csm-1b`. "
         "These hold neither the Mimi codec nor the text tokenizer: put `tokenizer-e351c8d8-checkpoint125.safetensors` "
         "(from `kyutai/moshiko-pytorch-bf16`) and `tokenizer.json` (from `unsloth/Llama-3.2-1B`) in the same folder, "
         "or let the converter fetch them where the Hub is reachable. Then type that folder in **Model** and press "

@@ -1,22 +1,30 @@
 """Kokoro tab: text or edited phonemes to speech, with a labelled voice picker, blends, streaming with Stop,
 a per-chunk table and the measured figures of each take."""
 
+import logging
 import re
+import shutil
 
 import gradio as gr
 
-from mlx_tts.g2p import LANG_CODES
+from mlx_tts import ext
+from mlx_tts.g2p import LANG_CODES, script_mismatch
 from mlx_tts.models.kokoro.pipeline import STREAM_FIRST_CHUNK
 from mlx_tts.quantize import VALID_BITS
 
 from .engine import MAX_TEXT_CHARS, Quantization, ui_errors
 
+logger = logging.getLogger("mlx_tts.studio")
+
+# English first: it reads without CJK fonts, and English G2P works offline with any voice (the embedded
+# model's are Japanese).
 EXAMPLES = [
-    ["こんにちは。今日はとてもいい天気ですね。", "j"],
-    ["吾輩は猫である。名前はまだ無い。\nどこで生れたかとんと見当がつかぬ。", "j"],
     ["The quick brown fox jumps over the lazy dog.", "a"],
     ["Kokoro is an open-weight model with eighty two million parameters.", "b"],
+    ["こんにちは。今日はとてもいい天気ですね。", "j"],
+    ["吾輩は猫である。名前はまだ無い。\nどこで生れたかとんと見当がつかぬ。", "j"],
 ]
+DEFAULT_LANG = "a"
 FULL_PRECISION = "full precision"
 PRECISIONS = [FULL_PRECISION] + [f"{bits}-bit" for bits in sorted(VALID_BITS, reverse=True)]
 GENDERS = {"f": "female", "m": "male"}
@@ -47,9 +55,42 @@ def voice_label(name: str) -> str:
     return f"{name} · {LANG_CODES[code]} · {GENDERS[name[1]]}" if code else name
 
 
-def language_update(name):
-    """Follow the voice: a Japanese voice switches the language to Japanese, and so on."""
-    return voice_language(name) or gr.update()
+def language_update(name, text=None):
+    """Follow the voice (a Japanese voice switches the language to Japanese, and so on), unless the text is
+    in a script that language does not read: then the language stays with the text."""
+    code = voice_language(name)
+    if not code or (text and script_mismatch(text, code)):
+        return gr.update()
+    return code
+
+
+def default_voice(names: list):
+    """An American English voice when the model has one, else its first voice (which speaks English too)."""
+    return next((v for v in names if voice_language(v) == DEFAULT_LANG), names[0] if names else None)
+
+
+def stream_unavailable() -> str | None:
+    """Why Stream can't work on this machine, or None: Gradio encodes streamed audio with ffmpeg."""
+    if shutil.which("ffmpeg") is None:
+        return ("Stream needs ffmpeg, which is not installed here (not on PATH): Gradio encodes streamed audio "
+                "with it. Install it (`apt install ffmpeg`, `brew install ffmpeg`) and restart the studio; "
+                "Generate works without it.")
+    return None
+
+
+def report_kernel_wait(progress):
+    """Say why the first take waits, while the native CPU kernels are still being compiled."""
+    if not ext.ready():
+        progress(0, desc="Waiting for the fast kernels to finish compiling (once per machine)")
+
+
+def language_note(text, lang_code):
+    """Warn (a toast) when the text's script and the language disagree; returns the note for the stats."""
+    mismatch = script_mismatch(text or "", lang_code)
+    if mismatch:
+        gr.Warning(mismatch)
+        return f"\n\n⚠️ {mismatch}"
+    return ""
 
 
 def labelled_voices(names: list) -> list:
@@ -75,7 +116,10 @@ def build(engine, default_model: str):
         voices, summary = engine.kokoro_voices(default_model)
     except gr.Error as e:  # the page still opens; the status says what went wrong
         voices, summary = [], f"Could not load `{default_model}`: {e.message}"
-    first_voice = voices[0] if voices else None
+    first_voice = default_voice(voices)
+    no_stream = stream_unavailable()
+    if no_stream:
+        logger.warning(no_stream)
 
     with gr.Tab("Kokoro", id="kokoro"):
         with gr.Row():
@@ -83,14 +127,16 @@ def build(engine, default_model: str):
                 text = gr.Textbox(
                     label="Text",
                     lines=5,
-                    value=EXAMPLES[0][0] if voice_language(first_voice) == "j" else EXAMPLES[2][0],
+                    value=EXAMPLES[0][0],
                     info=f"Up to {MAX_TEXT_CHARS} characters; long text is cut into chunks at sentences.",
                     elem_id="kokoro-text",
                 )
                 with gr.Row():
                     generate = gr.Button("Generate", variant="primary", elem_id="kokoro-generate")
-                    stream = gr.Button("Stream", elem_id="kokoro-stream")
-                    stop = gr.Button("Stop", variant="stop", elem_id="kokoro-stop")
+                    stream = gr.Button("Stream", elem_id="kokoro-stream", interactive=not no_stream)
+                    stop = gr.Button("Stop", variant="stop", elem_id="kokoro-stop", interactive=not no_stream)
+                if no_stream:
+                    gr.Markdown(f"⚠️ {no_stream}", elem_id="kokoro-stream-unavailable")
                 audio = gr.Audio(label="Take", type="filepath", interactive=False, waveform_options=PLAIN_PLAYER,
                                  elem_id="kokoro-audio")
                 streamed = gr.Audio(
@@ -115,7 +161,7 @@ def build(engine, default_model: str):
                 )
                 lang = gr.Dropdown(
                     language_choices(),
-                    value=voice_language(first_voice) or "a",
+                    value=DEFAULT_LANG,
                     label="Language",
                 )
                 speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speed")
@@ -146,11 +192,13 @@ def build(engine, default_model: str):
     def generate_take(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed,
                       progress=gr.Progress()):
         """Speak the text; returns the take (wav), downloads (wav, flac), its phonemes, chunk table and stats."""
+        note = language_note(text, lang_code)
+        report_kernel_wait(progress)
         take = engine.kokoro_take(
             **request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed), progress=progress
         )
         phoneme_lines = "\n".join(p for _, p, _ in take.chunks)
-        return take.files[0], take.files, phoneme_lines, chunk_rows(take), take.stats_markdown()
+        return take.files[0], take.files, phoneme_lines, chunk_rows(take), take.stats_markdown() + note
 
     @ui_errors
     def speak_edited(model_id, precision, phonemes, voice, blend, lang_code, speed, seed, progress=gr.Progress()):
@@ -164,6 +212,10 @@ def build(engine, default_model: str):
     def stream_take(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed,
                     progress=gr.Progress()):
         """Stream the speech chunk by chunk; the last message carries the downloads and the figures."""
+        if no_stream:
+            raise gr.Error(no_stream, print_exception=False)
+        note = language_note(text, lang_code)
+        report_kernel_wait(progress)
         takes = engine.kokoro_takes(
             **request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed),
             first_chunk_max=STREAM_FIRST_CHUNK, progress=progress,
@@ -171,14 +223,14 @@ def build(engine, default_model: str):
         for chunk_file, take in takes:
             phoneme_lines = "\n".join(p for _, p, _ in take.chunks)
             if chunk_file is not None:
-                yield chunk_file, gr.update(), phoneme_lines, chunk_rows(take), take.stats_markdown()
+                yield chunk_file, gr.update(), phoneme_lines, chunk_rows(take), take.stats_markdown() + note
             else:
-                yield None, take.files, phoneme_lines, chunk_rows(take), take.stats_markdown()
+                yield None, take.files, phoneme_lines, chunk_rows(take), take.stats_markdown() + note
 
     settings = [model, precision, text, voice, blend, lang, speed, split_pattern, seed]
     engine_queue = dict(concurrency_id="engine", concurrency_limit=1)
     load.click(load_voices, [model, precision], [voice, lang, model_status], api_name="kokoro_load", **engine_queue)
-    voice.change(language_update, voice, lang, api_name="kokoro_voice_language", api_visibility="undocumented",
+    voice.change(language_update, [voice, text], lang, api_name="kokoro_voice_language", api_visibility="undocumented",
                  queue=False)
     generate.click(generate_take, settings, [audio, downloads, phonemes, table, stats], api_name="kokoro_generate",
                    **engine_queue)

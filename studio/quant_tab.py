@@ -92,7 +92,7 @@ def build(engine, default_model: str):
                                   value="こんにちは。" if voice_language(first_voice) == "j" else "Hello there.")
                 with gr.Row():
                     voice = gr.Dropdown(labelled_voices(voices), value=first_voice, label="Voice",
-                                        allow_custom_value=True)
+                                        allow_custom_value=True, scale=2)  # room for the longest labels
                     lang = gr.Dropdown(language_choices(), value=voice_language(first_voice) or "a", label="Language")
                     seed = gr.Number(value=0, precision=0, label="Seed")
         compare = gr.Button("Quantize and compare", variant="primary", elem_id="quant-compare")
@@ -108,6 +108,7 @@ def build(engine, default_model: str):
             spectrograms = gr.Image(label="Log-mel spectrograms: full precision, quantized, |difference|",
                                     type="numpy", interactive=False)
             history_plot = gr.ScatterPlot(x="bits", y="log-mel distance (dB)", color="group size",
+                                          x_axis_format="d", y_axis_format=".2~f",
                                           label="This session: log-mel distance against bits")
         history = gr.State([])
         with gr.Row():

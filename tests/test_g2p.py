@@ -121,3 +121,45 @@ def test_without_espeak_unknown_words_are_dropped(monkeypatch, caplog):
         phonemes, _ = get_g2p("a")("The zorblaxian vroomed.")
     assert "fallback unavailable" in caplog.text
     assert phonemes.split() == ["ðə", "vɹˈumd."]
+
+
+@pytest.mark.parametrize(
+    "text, script",
+    [
+        ("The quick brown fox.", "Latin"),
+        ("Café crème, ça va ?", "Latin"),
+        ("こんにちは。今日はいい天気ですね。", "Japanese"),
+        ("吾輩は猫である。", "Japanese"),  # mostly kanji, but kana make it Japanese
+        ("MLXは速いです", "Japanese"),
+        ("你好，世界。", "Han"),
+        ("नमस्ते दुनिया", "Devanagari"),
+        ("Привет", "other"),
+        ("123 — !?", None),
+    ],
+)
+def test_text_script(text, script):
+    assert g2p.text_script(text) == script
+
+
+@pytest.mark.parametrize(
+    "text, lang_code, suggestion",
+    [
+        ("The quick brown fox jumps over the lazy dog.", "j", "American English ('a')"),
+        ("こんにちは。", "a", "Japanese ('j')"),
+        ("こんにちは。", "b", "Japanese ('j')"),
+        ("こんにちは。", "z", "Japanese ('j')"),
+        ("你好，世界。", "a", "Japanese ('j') or Mandarin Chinese ('z')"),
+    ],
+)
+def test_script_mismatch_names_the_languages_that_fit(text, lang_code, suggestion):
+    message = g2p.script_mismatch(text, lang_code)
+    assert "does not match" in message and f"({lang_code!r})" in message and suggestion in message
+
+
+@pytest.mark.parametrize(
+    "text, lang_code",
+    [("Hello there.", "a"), ("Hello there.", "b"), ("Hola, ¿qué tal?", "e"), ("こんにちは。", "j"),
+     ("你好", "j"), ("你好", "z"), ("42", "j"), ("Привет", "a")],
+)
+def test_script_agreeing_or_unknown_gives_no_warning(text, lang_code):
+    assert g2p.script_mismatch(text, lang_code) is None

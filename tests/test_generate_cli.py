@@ -38,10 +38,20 @@ def test_one_file_per_chunk_and_bad_input(tiny_model, tmp_path):
     run = generate(["--model", str(tiny_model.path), "--voice", "am_test", "--speed", "4", "--text", "One.\nTwo.",
                     "--file_prefix", str(prefix)])
     assert run.returncode == 0, run.stderr
-    assert sorted(p.name for p in tmp_path.glob("chunk_*.wav")) == ["chunk_000.wav", "chunk_001.wav"]
+    assert sorted(p.name for p in tmp_path.glob("chunk*.wav")) == ["chunk_000.wav", "chunk_001.wav"]
     bad = generate(["--model", str(tiny_model.path), "--voice", "af_test", "--text", "Hi.", "--speed", "9"])
     assert bad.returncode != 0 and "speed must be between 0.25 and 4" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_single_take_is_prefix_dot_wav(tiny_model, tmp_path):
+    run = generate(["--model", str(tiny_model.path), "--voice", "af_test", "--speed", "4", "--text", "Hello.",
+                    "--file_prefix", str(tmp_path / "hello")])
+    assert run.returncode == 0, run.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["hello.wav"]
+    assert f"Wrote {tmp_path / 'hello.wav'}" in run.stdout
+    audio, rate = sf.read(tmp_path / "hello.wav")
+    assert rate == 24000 and len(audio) > 0
 
 
 def test_csm_cloning_from_the_command_line(tmp_path):
@@ -56,7 +66,7 @@ def test_csm_cloning_from_the_command_line(tmp_path):
         run = generate([*args, "--file_prefix", str(tmp_path / name), "--ref_text", "A reference sentence."])
         assert run.returncode == 0, run.stderr
         assert "real-time factor" in run.stdout
-        takes.append(sf.read(tmp_path / f"{name}_000.wav")[0])
+        takes.append(sf.read(tmp_path / f"{name}.wav")[0])  # one take: no chunk number
     assert 0 < len(takes[0]) <= 5 * 1920 and (takes[0] == takes[1]).all()  # 400 ms = 5 frames; seeded
     missing = generate([*args, "--file_prefix", str(tmp_path / "c")])
     assert missing.returncode != 0 and "ref_text" in missing.stderr and "Traceback" not in missing.stderr

@@ -85,7 +85,7 @@ def test_missing_config_and_bad_json(tmp_path):
 def test_unreachable_repo_names_it_and_how_to_provide_it():
     with pytest.raises(ModelLoadError) as error:
         resolve_model_path("someone/no-such-tts-model")
-    assert "someone/no-such-tts-model" in str(error.value) and "huggingface-cli download" in str(error.value)
+    assert "someone/no-such-tts-model" in str(error.value) and "hf download" in str(error.value)
     with pytest.raises(ModelLoadError, match="neither a local folder nor"):
         resolve_model_path("not-a-repo-id")
 

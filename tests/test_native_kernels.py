@@ -235,3 +235,31 @@ def test_linear_runs_bfloat16_layers_natively(kernel):
         y = quantize.linear(layer, x)
     assert calls and y.dtype == mx.bfloat16
     np.testing.assert_allclose(np.array(y.astype(mx.float32)), np.array(layer(x).astype(mx.float32)), atol=0.05)
+
+
+def test_concurrent_first_calls_build_once(monkeypatch, tmp_path):
+    """The studio's background build and a first request may call `cpu_kernels()` together: one compiles,
+    the other waits for that build and gets its module. The compiler is a slow script that counts its runs
+    and writes an empty library (its output path is the last argument); loading it is faked."""
+    import threading
+
+    calls = tmp_path / "compiler_calls"
+    compiler = tmp_path / "fake-c++"
+    compiler.write_text(f'#!/bin/sh\necho run >> {calls}\nsleep 1\nfor last; do :; done\n: > "$last"\n')
+    compiler.chmod(0o755)
+    module = object()
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("MLX_TTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLX_TTS_EXT", raising=False)
+    monkeypatch.setattr(ext, "_tried", False)
+    monkeypatch.setattr(ext, "_cpu_kernels", None)
+    monkeypatch.setattr(ext, "_load", lambda name, path: module)
+    monkeypatch.setattr(ext, "_checked", lambda loaded: loaded)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ext.cpu_kernels())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert calls.read_text().splitlines() == ["run"]
+    assert results == [module, module] and ext.ready()

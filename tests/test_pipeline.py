@@ -79,6 +79,16 @@ def test_bad_input_gets_a_clear_error_and_the_pipeline_keeps_working(pipeline, t
     assert pipeline.chunk_text("Still working.")[0][1] == "stˈɪl wˈɜɹkɪŋ."
 
 
+def test_text_in_another_script_than_the_language_is_warned(pipeline, caplog):
+    with caplog.at_level("WARNING", logger="mlx_tts"):
+        results = list(pipeline("こんにちは。", voice="af_test", speed=SPEED))
+    assert results and "Japanese script, which does not match the language American English ('a')" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mlx_tts"):
+        list(pipeline("Hello.", voice="af_test", speed=SPEED))
+    assert "does not match" not in caplog.text
+
+
 def test_unknown_lang_code_lists_the_codes(tiny_model):
     with pytest.raises(ValueError) as error:
         KokoroPipeline(lang_code="x", model=tiny_model)

@@ -68,7 +68,7 @@ def assert_plays(output, min_s, max_s):
 
 def test_kokoro_generates_playable_audio(page):
     open_tab(page, "Kokoro")
-    page.fill("#kokoro-text textarea", "こんにちは。")
+    page.fill("#kokoro-text textarea", "Hello from the studio.")
     page.click("#kokoro-generate")
     assert_plays(page.locator("#kokoro-audio"), 0.3, 5)
     assert "real-time factor" in page.inner_text("#kokoro-stats")

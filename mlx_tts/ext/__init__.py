@@ -14,9 +14,10 @@ import importlib.util
 import logging
 import os
 import sysconfig
+import threading
 from pathlib import Path
 
-from .build import BuildError, build_library
+from .build import BuildError, build_library, cache_folder
 
 logger = logging.getLogger("mlx_tts")
 
@@ -33,20 +34,58 @@ _SOURCES = (
 )
 _HEADERS = ("kernels.h", "parallel.h", "direct_conv.h", "fast_math.h", "norm_snake.h", "cpu_primitive.h")
 _cpu_kernels = None
-_tried = False
+_tried = False  # set once the one build (or cache lookup) has finished, under _build_lock
+_build_lock = threading.Lock()
 
 
 def cpu_kernels():
-    """The compiled kernel module, built once per machine; None if disabled or unbuildable."""
+    """The compiled kernel module, built once per machine; None if disabled or unbuildable.
+
+    A caller that arrives while another thread builds waits for that build rather than starting its own."""
     global _cpu_kernels, _tried
-    if not _tried:
-        _tried = True
-        if os.environ.get("MLX_TTS_EXT", "on").strip().lower() != "off":
-            try:
-                _cpu_kernels = _checked(_load("_cpu_kernels", _build_cpu_kernels()))
-            except (BuildError, ImportError, OSError, TypeError) as e:
-                logger.warning("native CPU kernels unavailable, using MLX ops instead: %s", e)
+    if _tried:
+        return _cpu_kernels
+    with _build_lock:
+        if not _tried:
+            if enabled():
+                try:
+                    path = _build_cpu_kernels()
+                    _cpu_kernels = _checked(_load("_cpu_kernels", path))
+                    logger.info("native CPU kernels ready: %s", path)
+                except (BuildError, ImportError, OSError, TypeError) as e:
+                    logger.warning("native CPU kernels unavailable, using MLX ops instead: %s", e)
+            _tried = True
     return _cpu_kernels
+
+
+def enabled() -> bool:
+    """False when `MLX_TTS_EXT=off`."""
+    return os.environ.get("MLX_TTS_EXT", "on").strip().lower() != "off"
+
+
+def ready() -> bool:
+    """True once `cpu_kernels()` has its answer (the module, or None), so a call no longer waits for a build."""
+    return _tried
+
+
+def used() -> bool:
+    """Whether this process would run the kernels: they are enabled and MLX's default device is the CPU
+    (GPU devices keep MLX's own kernels, so building them there would only cost time)."""
+    import mlx.core as mx
+
+    return enabled() and mx.default_device() == mx.cpu
+
+
+def prepare_in_background():
+    """Start the one-time build in a daemon thread when this process would use the kernels, so that the
+    first request finds them ready (or waits for the build already under way). Returns the thread, or None."""
+    if _tried or not used():
+        return None
+    logger.info("preparing the native CPU kernels in the background (compiled once per machine, cached in %s)",
+                cache_folder())
+    thread = threading.Thread(target=cpu_kernels, name="mlx_tts-ext-build", daemon=True)
+    thread.start()
+    return thread
 
 
 def kernels_for(*arrays):

@@ -147,7 +147,8 @@ def find_codec(src: Path, codec=None) -> Path:
         raise FileNotFoundError(f"codec checkpoint not found: {codec}")
     return _download(
         MIMI_REPO, mimi.KYUTAI_CHECKPOINT, "the Mimi codec",
-        f"Put {mimi.KYUTAI_CHECKPOINT} (from {MIMI_REPO}) in {src}, or pass codec=<file or folder>.",
+        f"Put {mimi.KYUTAI_CHECKPOINT} (from {MIMI_REPO}) in {src} (on a machine with network: `hf download "
+        f"{MIMI_REPO} {mimi.KYUTAI_CHECKPOINT} --local-dir {src}`), or pass codec=<file or folder>.",
     )
 
 
@@ -159,7 +160,8 @@ def find_tokenizer(src: Path, tokenizer=None) -> Path:
         raise FileNotFoundError(f"tokenizer.json not found: {tokenizer}")
     return _download(
         TOKENIZER_REPO, "tokenizer.json", "the Llama-3 text tokenizer",
-        f"Put the Llama-3.2 tokenizer.json (e.g. from {TOKENIZER_REPO}) in {src}, or pass tokenizer=<path>.",
+        f"Put the Llama-3.2 tokenizer.json (e.g. from {TOKENIZER_REPO}) in {src} (on a machine with network: "
+        f"`hf download {TOKENIZER_REPO} tokenizer.json --local-dir {src}`), or pass tokenizer=<path>.",
     )
 
 

@@ -12,7 +12,7 @@ from typing import Iterator, Optional
 
 import mlx.core as mx
 
-from ...g2p import LANG_CODES, get_g2p
+from ...g2p import LANG_CODES, get_g2p, script_mismatch
 from .voices import VoiceBank, style_for_length
 
 logger = logging.getLogger("mlx_tts")
@@ -92,9 +92,13 @@ class KokoroPipeline:
             raise ValueError("text is empty: give some text to speak")
         check_speed(speed)
         pack = self.voices.resolve(voice)
+        mismatch = script_mismatch(text, self.lang_code)
+        if mismatch:
+            logger.warning(mismatch)
         chunks = self.chunk_text(text, split_pattern)
         if not chunks:
-            raise ValueError(f"nothing pronounceable in the text: {text[:80]!r}")
+            hint = f". {mismatch}" if mismatch else ""
+            raise ValueError(f"nothing pronounceable in the text: {text[:80]!r}{hint}")
         yield from self._speak(chunks, pack, speed, first_chunk_max, self.phonemize)
 
     def from_phonemes(
