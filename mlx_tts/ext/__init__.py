@@ -31,7 +31,7 @@ _SOURCES = (
     "parallel.cpp",
     "bindings.cpp",
 )
-_HEADERS = ("kernels.h", "parallel.h", "direct_conv.h", "fast_math.h", "norm_snake.h", "cpu_primitive.h")
+_HEADERS = ("kernels.h", "parallel.h", "direct_conv.h", "fast_math.h", "norm_snake.h", "cpu_primitive.h", "simd.h")
 _cpu_kernels = None
 _tried = False
 
