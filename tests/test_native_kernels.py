@@ -13,13 +13,6 @@ from mlx_tts import activations, ext
 from mlx_tts.models.kokoro.modules import BiLSTM
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    module = ext.cpu_kernels()
-    assert module is not None, "the native kernels did not build (is a C++ compiler installed?)"
-    return module
-
-
 def softmax64(x):
     x = np.asarray(x, np.float64)
     e = np.exp(x - x.max(-1, keepdims=True))
