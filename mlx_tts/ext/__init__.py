@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def _build_cpu_kernels() -> Path:
         "-ldl",
         f"-Wl,-rpath,{mlx_dir / 'lib'}",
         *(["-DMLX_TTS_PORTABLE"] if portable else []),
+        # macOS links an extension without libpython: its symbols resolve when the interpreter loads it.
+        *(["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []),
     ]
     sources = [_HERE / name for name in _SOURCES] + [Path(nanobind.source_dir()) / "nb_combined.cpp"]
     headers = tuple((_HERE / name).read_text() for name in _HEADERS)
