@@ -30,7 +30,7 @@ PORTABLE_TESTS = [
 def test_portable_build_passes_the_kernel_tests(kernel):  # `kernel`: skips where no compiler can build either
     env = {**os.environ, "MLX_TTS_EXT": "portable"}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not reference", *PORTABLE_TESTS]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "skipped" not in summary, summary
