@@ -150,30 +150,28 @@ void matvec_avx512(const QuantizedShape& s, const uint8_t* q, const float* scale
 
 #endif  // MLX_TTS_X86
 
-// The same in plain C++, on x in its own order.
+// The same in plain C++, on x in its own order (4 bits: byte j of a row holds columns 2j in its low nibble
+// and 2j + 1 in its high one).
 MLX_TTS_SIMD_CLONES
 void matvec_portable(const QuantizedShape& s, const uint8_t* q, const float* scales, const float* biases,
                      const float* x, const float* x_sums, float* y, int n0, int n1) {
   const int groups = s.groups();
-  const size_t row_bytes = static_cast<size_t>(s.k) * s.bits / 8;
-  std::vector<float> values(s.group_size);
+  const size_t row_bytes = static_cast<size_t>(s.k) * s.bits / 8, group_bytes = row_bytes / groups;
   for (int n = n0; n < n1; ++n) {
-    const uint8_t* qn = q + n * row_bytes;
-    std::vector<float> out(s.rows, 0.0f);
-    for (int g = 0; g < groups; ++g) {
-      for (int j = 0; j < s.group_size; ++j) {
-        const int k = g * s.group_size + j;
-        values[j] = s.bits == 4 ? static_cast<float>((qn[k / 2] >> (4 * (k % 2))) & 0xF) : static_cast<float>(qn[k]);
-      }
-      for (int m = 0; m < s.rows; ++m) {
-        const float* xm = x + static_cast<size_t>(m) * s.k + g * s.group_size;
-        const float dot = lane_sum(s.group_size, [&](int j) { return values[j] * xm[j]; });
-        out[m] += scales[static_cast<size_t>(n) * groups + g] * dot +
-                  biases[static_cast<size_t>(n) * groups + g] * x_sums[static_cast<size_t>(m) * groups + g];
-      }
-    }
+    const float* sn = scales + static_cast<size_t>(n) * groups;
+    const float* bn = biases + static_cast<size_t>(n) * groups;
     for (int m = 0; m < s.rows; ++m) {
-      y[static_cast<size_t>(m) * s.n + n] = out[m];
+      float total = 0.0f;
+      for (int g = 0; g < groups; ++g) {
+        const uint8_t* qg = q + n * row_bytes + g * group_bytes;
+        const float* xg = x + static_cast<size_t>(m) * s.k + g * s.group_size;
+        const float dot = s.bits == 4 ? lane_sum(s.group_size / 2, [&](int j) {
+          return static_cast<float>(qg[j] & 0xF) * xg[2 * j] + static_cast<float>(qg[j] >> 4) * xg[2 * j + 1];
+        })
+                                      : lane_sum(s.group_size, [&](int j) { return static_cast<float>(qg[j]) * xg[j]; });
+        total += sn[g] * dot + bn[g] * x_sums[static_cast<size_t>(m) * groups + g];
+      }
+      y[static_cast<size_t>(m) * s.n + n] = total;
     }
   }
 }
