@@ -25,6 +25,22 @@ def isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def kernel():
+    """The native CPU kernels (mlx_tts/ext). Without a C++ compiler the tests that take them skip with the
+    build's error; with one, the kernels must build and load."""
+    from mlx_tts import ext
+    from mlx_tts.ext.build import BuildError, find_compiler
+
+    try:
+        find_compiler("c++")
+    except BuildError as e:
+        pytest.skip(f"native CPU kernels not built: {e}")
+    module = ext.cpu_kernels()
+    assert module is not None, "the native CPU kernels did not build or load (see the log above)"
+    return module
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A random Kokoro in hexgrad's layout (like prince-canuma/Kokoro-82M), with voices af_test, am_test."""
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_kokoro"))

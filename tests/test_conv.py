@@ -55,13 +55,6 @@ def assert_close(y, ref, tol=1e-4):
     assert err <= tol * scale, f"max abs error {err} (scale {scale})"
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    module = ext.cpu_kernels()
-    assert module is not None, "the native convolution kernel did not build (is a C++ compiler installed?)"
-    return module
-
-
 @pytest.mark.parametrize("shape", KOKORO_SHAPES, ids=[s[0] for s in KOKORO_SHAPES])
 def test_kokoro_shapes_every_path(kernel, shape):
     _, transpose, t, c_in, c_out, k, stride, padding, extra = shape
@@ -177,7 +170,9 @@ def test_non_float32_uses_mlx_ops(monkeypatch):
 
 
 @pytest.mark.parametrize("choice", ["native", "mlx-ops", "auto"])
-def test_switch_selects_each_path(monkeypatch, choice):
+def test_switch_selects_each_path(monkeypatch, request, choice):
+    if choice == "auto":
+        request.getfixturevalue("kernel")  # auto picks the kernels, which need a compiler
     monkeypatch.setenv("MLX_TTS_CONV", choice)
     x, w, b = random_operands(100, 8, 8, 3)
     assert_close(conv.conv1d(x, w, b, padding=3, dilation=3), reference(False, x, w, b, 1, 3, 3))
@@ -357,7 +352,7 @@ def run_blas_probe(tmp_path, setting, name):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the BLAS swap is for Linux's mlx-cpu build only")
-def test_blas_auto_and_off_agree(tmp_path):
+def test_blas_auto_and_off_agree(kernel, tmp_path):  # the probe runs a kernel too
     auto, auto_product = run_blas_probe(tmp_path, "auto", "auto")
     off, off_product = run_blas_probe(tmp_path, "off", "off")
     assert auto["active"] and ("blas_shim" in auto["active"] or "openblas" in auto["active"])
@@ -372,7 +367,7 @@ def test_blas_auto_and_off_agree(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the BLAS swap is for Linux's mlx-cpu build only")
-def test_blas_bad_path_keeps_reference(tmp_path):
+def test_blas_bad_path_keeps_reference(kernel, tmp_path):
     result, _ = run_blas_probe(tmp_path, "/nonexistent/libblas.so", "bad")
     assert result["active"] is None
     assert result["matmul_err"] < 1e-3

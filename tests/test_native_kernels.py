@@ -2,6 +2,8 @@
 PyTorch's LSTM, and the dispatch that picks them."""
 
 import math
+import os
+from pathlib import Path
 from unittest import mock
 
 import mlx.core as mx
@@ -13,11 +15,14 @@ from mlx_tts import activations, ext
 from mlx_tts.models.kokoro.modules import BiLSTM
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    module = ext.cpu_kernels()
-    assert module is not None, "the native kernels did not build (is a C++ compiler installed?)"
-    return module
+def test_build_runs_the_avx512_kernels_where_it_should(kernel):
+    """The default build on an AVX-512 CPU runs the AVX-512 kernels; the portable one
+    (MLX_TTS_EXT=portable, tests/test_portable_kernels.py) never does."""
+    if os.environ.get("MLX_TTS_EXT", "").strip().lower() == "portable":
+        assert not kernel.uses_avx512
+    elif Path("/proc/cpuinfo").exists():
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+        assert kernel.uses_avx512 == ("avx512f" in flags.split())
 
 
 def softmax64(x):

@@ -3,7 +3,8 @@
 `cpu_kernels()` returns the `_cpu_kernels` module (MLX primitives with their own multithreaded CPU code:
 `conv1d` and `conv_transpose1d` in `conv.cpp` and `direct_conv.cpp`, `snake` and `adain_snake` in
 `norm_snake.cpp`, `softmax` and `gelu_tanh` in `pointwise.cpp`, `lstm_recurrence` in `lstm.cpp`,
-`quantized_matvec`, `bfloat16_matvec` and `dequantize` in `quantized.cpp`; see `kernels.h`), or None when it can't be built; callers then use MLX ops. Set `MLX_TTS_EXT=off` to never build or load it, and
+`quantized_matvec`, `bfloat16_matvec` and `dequantize` in `quantized.cpp`; see `kernels.h`), or None when it can't be built; callers then use MLX ops. Set `MLX_TTS_EXT=off` to never build or load it, `MLX_TTS_EXT=portable` to build
+it without its x86 code paths (as on other CPUs: how they are tested on x86; cached apart from the default), and
 `MLX_TTS_THREADS` to change its thread count (default: the CPUs this process may use). The module links to the installed libmlx and shares nanobind
 type information with `mlx.core`, so it is built against the nanobind version MLX itself was built with
 (a requirement on Linux) and in MLX's nanobind domain.
@@ -13,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import sys
 import sysconfig
 import threading
 from pathlib import Path
@@ -32,7 +34,7 @@ _SOURCES = (
     "parallel.cpp",
     "bindings.cpp",
 )
-_HEADERS = ("kernels.h", "parallel.h", "direct_conv.h", "fast_math.h", "norm_snake.h", "cpu_primitive.h")
+_HEADERS = ("kernels.h", "parallel.h", "direct_conv.h", "fast_math.h", "norm_snake.h", "cpu_primitive.h", "simd.h")
 _cpu_kernels = None
 _tried = False  # set once the one build (or cache lookup) has finished, under _build_lock
 _build_lock = threading.Lock()
@@ -103,6 +105,7 @@ def _build_cpu_kernels() -> Path:
     except ImportError as e:
         raise BuildError("nanobind is not installed") from e
     mlx_dir = Path(importlib.util.find_spec("mlx").submodule_search_locations[0])
+    portable = os.environ.get("MLX_TTS_EXT", "on").strip().lower() == "portable"
     args = [
         "-std=c++20",
         "-O3",
@@ -119,11 +122,14 @@ def _build_cpu_kernels() -> Path:
         "-pthread",
         "-ldl",
         f"-Wl,-rpath,{mlx_dir / 'lib'}",
+        *(["-DMLX_TTS_PORTABLE"] if portable else []),
+        # macOS links an extension without libpython: its symbols resolve when the interpreter loads it.
+        *(["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []),
     ]
     sources = [_HERE / name for name in _SOURCES] + [Path(nanobind.source_dir()) / "nb_combined.cpp"]
     headers = tuple((_HERE / name).read_text() for name in _HEADERS)
     return build_library(
-        "cpu_kernels",
+        "cpu_kernels_portable" if portable else "cpu_kernels",
         sources,
         args,
         language="c++",

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 void scipy_cblas_sgemm(int, int, int, int, int, int, float, const float *, int, const float *, int, float,
                        float *, int);
@@ -119,6 +120,18 @@ static void start_helpers(int helpers) {
     }
 }
 
+/* The CPUs this process may run on (on Linux its affinity mask: a container's or taskset's share). */
+static int cpu_count(void) {
+#ifdef __linux__
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0) {
+        return CPU_COUNT(&cpus);
+    }
+#endif
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)online : 1;
+}
+
 __attribute__((constructor)) static void init(void) {
     if (getenv("OPENBLAS_NUM_THREADS") != NULL) {
         openblas_threads_itself = 1;
@@ -126,9 +139,7 @@ __attribute__((constructor)) static void init(void) {
     }
     scipy_openblas_set_num_threads(1);
     const char *threads = getenv("MLX_TTS_THREADS");
-    cpu_set_t cpus;
-    pool_threads = threads && atoi(threads) > 0 ? atoi(threads)
-                   : sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    pool_threads = threads && atoi(threads) > 0 ? atoi(threads) : cpu_count();
 }
 
 int openblas_get_num_threads(void) {

@@ -28,7 +28,8 @@ def cache_folder() -> Path:
     return cache_dir() / "ext"
 
 
-def _compiler(language: str) -> str:
+def find_compiler(language: str) -> str:
+    """The path of the `language` ("c" or "c++") compiler that builds use; BuildError if there is none."""
     variable, default = ("CXX", "c++") if language == "c++" else ("CC", "cc")
     name = os.environ.get(variable, default)
     path = shutil.which(name)
@@ -44,7 +45,7 @@ def build_library(
 
     `depends_on`: versions of what the binary depends on without it showing in the sources or arguments.
     """
-    compiler = _compiler(language)
+    compiler = find_compiler(language)
     key = hashlib.sha256()
     for part in [compiler, language, *map(str, args), *depends_on]:
         key.update(part.encode() + b"\0")

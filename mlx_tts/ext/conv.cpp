@@ -29,6 +29,7 @@
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "parallel.h"
+#include "simd.h"
 
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc);
@@ -42,14 +43,6 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 constexpr int kBlockElements = 512 * 256;
 // Fewer output rows than this per chunk of work cost more in thread handoff than they save.
 constexpr int kMinRowsPerChunk = 32;
-// From this many output rows on, convolutions run the direct kernel (when the CPU has AVX-512): packing
-// its weights costs about as much as computing a few dozen rows.
-constexpr int kDirectMinRows = 512;
-// Direct kernel work chunks, in tiles of kDirectTileRows rows: small enough that a thread that starts late still gets a share.
-constexpr int kMinTilesPerChunk = 4, kMaxTilesPerChunk = 16;
-// With an input transform, a chunk's input rows are transformed into a buffer of its own, so chunks are
-// larger (the rows its taps reach past its end are transformed twice) but stay in L2: at most this many rows.
-constexpr int kMinTransformRows = 192, kMaxTransformRows = 576;
 
 int block_rows(int c_out) {
   return std::max(16, kBlockElements / c_out);
@@ -162,6 +155,17 @@ void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* 
   }
 }
 
+#if MLX_TTS_X86  // the direct kernel (direct_conv.h)
+
+// From this many output rows on, convolutions run the direct kernel (when the CPU has AVX-512): packing
+// its weights costs about as much as computing a few dozen rows.
+constexpr int kDirectMinRows = 512;
+// Direct kernel work chunks, in tiles of kDirectTileRows rows: small enough that a thread that starts late still gets a share.
+constexpr int kMinTilesPerChunk = 4, kMaxTilesPerChunk = 16;
+// With an input transform, a chunk's input rows are transformed into a buffer of its own, so chunks are
+// larger (the rows its taps reach past its end are transformed twice) but stay in L2: at most this many rows.
+constexpr int kMinTransformRows = 192, kMaxTransformRows = 576;
+
 // The row families (see TapFamily) of a convolution and rows [first, last] of each that land in the output.
 struct Family {
   TapFamily rows;
@@ -263,6 +267,8 @@ void direct_conv(const ConvShape& s, bool transpose, const float* x, const float
   }
 }
 
+#endif  // MLX_TTS_X86
+
 // Which optional operands a convolution has; they follow x and the weight in this order.
 struct ConvOperands {
   bool bias = false, residual = false, input_norm = false, input_snake = false;
@@ -319,10 +325,12 @@ class TapConv : public CpuPrimitive {
                                                                      beta + b * s.c_in, op.eps, alpha)
                                            : ChannelTransform::snake(s.c_in, alpha));
       }
-      if (s.t_out >= kDirectMinRows && direct_conv_available()) {
+#if MLX_TTS_X86
+      if (s.t_out >= kDirectMinRows && cpu_has_avx512()) {
         direct_conv(s, transpose, x, w, bias, res, y, transforms);
         return;
       }
+#endif
       std::vector<float> transformed;  // the transformed input of one batch item, for the BLAS path
       for (int b = 0; b < s.batch; ++b) {
         const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;

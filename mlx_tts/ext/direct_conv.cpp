@@ -6,8 +6,11 @@
 // x is read in place (rows at a fixed stride), so unlike a BLAS call per tap there is no packing of the
 // input and the output is stored once instead of once per tap. Tiles whose rows reach past either end of
 // the input read a zero-padded copy of just the rows they need.
+// x86 builds only (see simd.h): elsewhere conv.cpp runs its per-tap GEMM path for every input.
 
 #include "direct_conv.h"
+
+#if MLX_TTS_X86
 
 #include <immintrin.h>
 
@@ -21,8 +24,6 @@ namespace {
 constexpr int kRows = kDirectTileRows;
 constexpr int kPanel = 64;         // output channels per packed weight panel (4 vectors of 16)
 constexpr int kVector = 16;
-
-#define MLX_TTS_AVX512 __attribute__((target("avx512f")))
 
 // Accumulates one tile: ROWS output rows (a[r * row_step] is row r's first tap), VECS x 16 channels.
 template <int ROWS, int VECS>
@@ -89,11 +90,6 @@ TileFn tile_for(int rows, int vecs) {
 
 }  // namespace
 
-bool direct_conv_available() {
-  static const bool available = __builtin_cpu_supports("avx512f");
-  return available;
-}
-
 size_t packed_size(const ConvShape& s, int taps) {
   const size_t panels = (s.c_out + kPanel - 1) / kPanel;
   return panels * taps * s.c_in * kPanel;
@@ -150,3 +146,5 @@ void direct_rows(const ConvShape& s, const TapFamily& f, const float* x, const f
 }
 
 }  // namespace mlx_tts
+
+#endif  // MLX_TTS_X86

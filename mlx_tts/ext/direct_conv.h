@@ -1,18 +1,23 @@
-// A direct (register-blocked) convolution kernel for AVX-512 CPUs, used by conv.cpp for long inputs.
+// A direct (register-blocked) convolution kernel for AVX-512 CPUs, used by conv.cpp for long inputs. Only x86
+// builds have it (MLX_TTS_X86, simd.h); ConvShape is the convolutions' shape everywhere.
 
 #pragma once
 
 #include <cstddef>
 #include <vector>
 
-namespace mlx_tts {
+#include "simd.h"
 
-// Output rows per register tile of the direct kernel.
-constexpr int kDirectTileRows = 6;
+namespace mlx_tts {
 
 struct ConvShape {
   int batch, t_in, c_in, t_out, c_out, kernel, stride, padding, dilation;
 };
+
+#if MLX_TTS_X86
+
+// Output rows per register tile of the direct kernel.
+constexpr int kDirectTileRows = 6;
 
 // A family of output rows that share their taps. Row u of the family is output row y_first + u * y_step
 // and sums, over tap j < taps, input row x_first + u * x_step + j * x_tap_step times the j-th packed tap.
@@ -23,9 +28,6 @@ struct TapFamily {
   int x_first, x_step, x_tap_step, taps;
   long y_first, y_step;
 };
-
-// Whether this CPU can run the direct kernel (AVX-512F).
-bool direct_conv_available();
 
 // Floats that pack_taps writes for `taps` taps.
 size_t packed_size(const ConvShape& s, int taps);
@@ -40,5 +42,7 @@ void pack_taps(const ConvShape& s, const float* w, int tap_first, int tap_stride
 // itself, or null) included.
 void direct_rows(const ConvShape& s, const TapFamily& family, const float* x, const float* packed, const float* bias,
                  const float* residual, float* y, int u0, int u1);
+
+#endif  // MLX_TTS_X86
 
 }  // namespace mlx_tts

@@ -66,10 +66,3 @@ inline __attribute__((always_inline)) float fast_sin(double t) {
 }
 
 }  // namespace mlx_tts
-
-#if defined(__x86_64__) && defined(__GNUC__)
-// Function clones for AVX-512 / AVX2 / baseline x86-64, chosen at load time for the CPU that runs them.
-#define MLX_TTS_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define MLX_TTS_SIMD_CLONES
-#endif

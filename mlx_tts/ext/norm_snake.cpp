@@ -25,6 +25,7 @@
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace mlx_tts {
 

@@ -1,7 +1,9 @@
 #include "parallel.h"
 
 #include <dlfcn.h>
+#ifdef __linux__
 #include <sched.h>
+#endif
 
 #include <atomic>
 #include <chrono>
@@ -20,8 +22,13 @@ int worker_count() {
         return n;
       }
     }
-    cpu_set_t set;
-    return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+#ifdef __linux__
+    // The CPUs this process may run on (a container's or taskset's share), not all the machine's.
+    if (cpu_set_t set; sched_getaffinity(0, sizeof(set), &set) == 0) {
+      return CPU_COUNT(&set);
+    }
+#endif
+    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   }();
   return count;
 }

@@ -20,6 +20,7 @@
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace mlx_tts {
 

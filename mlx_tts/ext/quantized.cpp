@@ -11,11 +11,10 @@
 //
 // bfloat16_matvec: the same for a bfloat16 matrix (CSM's checkpoints are bfloat16): widened to float32 in
 // registers, half float32's bytes; MLX's CPU bfloat16 matmul is ~3x slower than float32.
+// Both also have a portable version in plain loops (CPUs without AVX-512, other architectures; see simd.h).
 //
 // dequantize: the float matrix, for products over many positions (then one BLAS GEMM) and for the quantized
 // convolutions and LSTMs of Kokoro, which dequantize at every call. MLX's own is single-threaded MLX ops.
-
-#include <immintrin.h>
 
 #include <algorithm>
 #include <bit>
@@ -31,12 +30,15 @@
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "parallel.h"
+#include "simd.h"
+
+#if MLX_TTS_X86
+#include <immintrin.h>
+#endif
 
 namespace mlx_tts {
 
 namespace {
-
-#define MLX_TTS_AVX512 __attribute__((target("avx512f")))
 
 // Output rows per chunk of work: a chunk reads ~rows * K * bits / 8 bytes of weights.
 constexpr int kMinRowsPerChunk = 16, kMaxRowsPerChunk = 128;
@@ -47,6 +49,30 @@ struct QuantizedShape {
   int rows, k, n, group_size, bits;
   int groups() const { return k / group_size; }
 };
+
+// sum term(i) over i < n, for the portable kernels: in 16 independent partial sums, which compilers vectorize at
+// any SIMD width (a single running sum is a chain they may not reorder).
+template <typename Term>
+inline __attribute__((always_inline)) float lane_sum(int n, Term term) {
+  constexpr int kLanes = 16;
+  float part[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      part[l] += term(i + l);
+    }
+  }
+  float sum = 0.0f;
+  for (int l = 0; l < kLanes; ++l) {
+    sum += part[l];
+  }
+  for (; i < n; ++i) {
+    sum += term(i);
+  }
+  return sum;
+}
+
+#if MLX_TTS_X86
 
 // x reordered for the 4-bit kernel: within each block of 32 columns, the 16 even columns then the 16 odd ones.
 std::vector<float> split_even_odd(const float* x, int rows, int k) {
@@ -122,32 +148,30 @@ void matvec_avx512(const QuantizedShape& s, const uint8_t* q, const float* scale
   }
 }
 
-// The same in plain C++ (CPUs without AVX-512), on x in its own order.
+#endif  // MLX_TTS_X86
+
+// The same in plain C++, on x in its own order (4 bits: byte j of a row holds columns 2j in its low nibble
+// and 2j + 1 in its high one).
+MLX_TTS_SIMD_CLONES
 void matvec_portable(const QuantizedShape& s, const uint8_t* q, const float* scales, const float* biases,
                      const float* x, const float* x_sums, float* y, int n0, int n1) {
   const int groups = s.groups();
-  const size_t row_bytes = static_cast<size_t>(s.k) * s.bits / 8;
-  std::vector<float> values(s.group_size);
+  const size_t row_bytes = static_cast<size_t>(s.k) * s.bits / 8, group_bytes = row_bytes / groups;
   for (int n = n0; n < n1; ++n) {
-    const uint8_t* qn = q + n * row_bytes;
-    std::vector<float> out(s.rows, 0.0f);
-    for (int g = 0; g < groups; ++g) {
-      for (int j = 0; j < s.group_size; ++j) {
-        const int k = g * s.group_size + j;
-        values[j] = s.bits == 4 ? static_cast<float>((qn[k / 2] >> (4 * (k % 2))) & 0xF) : static_cast<float>(qn[k]);
-      }
-      for (int m = 0; m < s.rows; ++m) {
-        const float* xm = x + static_cast<size_t>(m) * s.k + g * s.group_size;
-        float dot = 0.0f;
-        for (int j = 0; j < s.group_size; ++j) {
-          dot += values[j] * xm[j];
-        }
-        out[m] += scales[static_cast<size_t>(n) * groups + g] * dot +
-                  biases[static_cast<size_t>(n) * groups + g] * x_sums[static_cast<size_t>(m) * groups + g];
-      }
-    }
+    const float* sn = scales + static_cast<size_t>(n) * groups;
+    const float* bn = biases + static_cast<size_t>(n) * groups;
     for (int m = 0; m < s.rows; ++m) {
-      y[static_cast<size_t>(m) * s.n + n] = out[m];
+      float total = 0.0f;
+      for (int g = 0; g < groups; ++g) {
+        const uint8_t* qg = q + n * row_bytes + g * group_bytes;
+        const float* xg = x + static_cast<size_t>(m) * s.k + g * s.group_size;
+        const float dot = s.bits == 4 ? lane_sum(s.group_size / 2, [&](int j) {
+          return static_cast<float>(qg[j] & 0xF) * xg[2 * j] + static_cast<float>(qg[j] >> 4) * xg[2 * j + 1];
+        })
+                                      : lane_sum(s.group_size, [&](int j) { return static_cast<float>(qg[j]) * xg[j]; });
+        total += sn[g] * dot + bn[g] * x_sums[static_cast<size_t>(m) * groups + g];
+      }
+      y[static_cast<size_t>(m) * s.n + n] = total;
     }
   }
 }
@@ -171,15 +195,18 @@ class QuantizedMatvec : public CpuPrimitive {
           x_sums[static_cast<size_t>(m) * s.groups() + k / s.group_size] += x[static_cast<size_t>(m) * s.k + k];
         }
       }
-      static const bool avx512 = __builtin_cpu_supports("avx512f");
-      const std::vector<float> reordered = avx512 && s.bits == 4 ? split_even_odd(x, s.rows, s.k) : std::vector<float>();
-      const float* xs = reordered.empty() ? x : reordered.data();
-      parallel_for(s.n, kMinRowsPerChunk, kMaxRowsPerChunk, [&](int n0, int n1) {
-        if (avx512) {
+#if MLX_TTS_X86
+      if (cpu_has_avx512()) {
+        const std::vector<float> reordered = s.bits == 4 ? split_even_odd(x, s.rows, s.k) : std::vector<float>();
+        const float* xs = reordered.empty() ? x : reordered.data();
+        parallel_for(s.n, kMinRowsPerChunk, kMaxRowsPerChunk, [&](int n0, int n1) {
           matvec_avx512(s, q, scales, biases, xs, x_sums.data(), y, n0, n1);
-        } else {
-          matvec_portable(s, q, scales, biases, x, x_sums.data(), y, n0, n1);
-        }
+        });
+        return;
+      }
+#endif
+      parallel_for(s.n, kMinRowsPerChunk, kMaxRowsPerChunk, [&](int n0, int n1) {
+        matvec_portable(s, q, scales, biases, x, x_sums.data(), y, n0, n1);
       });
     });
   }
@@ -234,6 +261,12 @@ void dequantize_rows(const QuantizedShape& s, const uint8_t* q, const float* sca
   }
 }
 
+inline __attribute__((always_inline)) float bf16_to_float(uint16_t bits) {
+  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+}
+
+#if MLX_TTS_X86
+
 // Row n of a bfloat16 matrix times one row of x (K a multiple of 16 for the vector loop; the rest in scalar).
 MLX_TTS_AVX512 float bf16_dot_avx512(const uint16_t* wn, const float* x, int k) {
   __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
@@ -244,17 +277,23 @@ MLX_TTS_AVX512 float bf16_dot_avx512(const uint16_t* wn, const float* x, int k) 
   }
   float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(part[0], part[1]), _mm512_add_ps(part[2], part[3])));
   for (; j < k; ++j) {
-    sum += std::bit_cast<float>(static_cast<uint32_t>(wn[j]) << 16) * x[j];
+    sum += bf16_to_float(wn[j]) * x[j];
   }
   return sum;
 }
 
-float bf16_dot_portable(const uint16_t* wn, const float* x, int k) {
-  float sum = 0.0f;
-  for (int j = 0; j < k; ++j) {
-    sum += std::bit_cast<float>(static_cast<uint32_t>(wn[j]) << 16) * x[j];
+#endif  // MLX_TTS_X86
+
+// Output columns [n0, n1) of x [rows, k] times the bfloat16 matrix w [n, k], transposed, in plain C++.
+MLX_TTS_SIMD_CLONES
+void bf16_matvec_portable(int rows, int k, int n, const float* x, const uint16_t* w, float* y, int n0, int n1) {
+  for (int j = n0; j < n1; ++j) {
+    const uint16_t* wj = w + static_cast<size_t>(j) * k;
+    for (int m = 0; m < rows; ++m) {
+      const float* xm = x + static_cast<size_t>(m) * k;
+      y[static_cast<size_t>(m) * n + j] = lane_sum(k, [&](int i) { return bf16_to_float(wj[i]) * xm[i]; });
+    }
   }
-  return sum;
 }
 
 // Inputs: x [rows, K] float32, weight [N, K] bfloat16 -> [rows, N] float32.
@@ -268,15 +307,19 @@ class Bfloat16Matvec : public CpuPrimitive {
     auto& encoder = prepare(inputs, y);
     const int rows = x.shape(0), k = x.shape(1), n = y.shape(1);
     encoder.dispatch([rows, k, n, x = x.data<float>(), w = inputs[1].data<uint16_t>(), y = y.data<float>()]() {
-      static const bool avx512 = __builtin_cpu_supports("avx512f");
       parallel_for(n, kMinRowsPerChunk, kMaxRowsPerChunk, [&](int n0, int n1) {
-        for (int j = n0; j < n1; ++j) {
-          for (int m = 0; m < rows; ++m) {
-            const uint16_t* wj = w + static_cast<size_t>(j) * k;
-            const float* xm = x + static_cast<size_t>(m) * k;
-            y[static_cast<size_t>(m) * n + j] = avx512 ? bf16_dot_avx512(wj, xm, k) : bf16_dot_portable(wj, xm, k);
+#if MLX_TTS_X86
+        if (cpu_has_avx512()) {
+          for (int j = n0; j < n1; ++j) {
+            for (int m = 0; m < rows; ++m) {
+              y[static_cast<size_t>(m) * n + j] =
+                  bf16_dot_avx512(w + static_cast<size_t>(j) * k, x + static_cast<size_t>(m) * k, k);
+            }
           }
+          return;
         }
+#endif
+        bf16_matvec_portable(rows, k, n, x, w, y, n0, n1);
       });
     });
   }
