@@ -183,8 +183,9 @@ class Engine:
         precision = (
             f"{quantization['bits']}-bit (group {quantization['group_size']})" if quantization else "full precision"
         )
+        folder = loaded.folder.name if self.policy.public else loaded.folder  # no server paths for visitors
         return (
-            f"`{model.model_type}` model from `{loaded.folder}` · {precision} · "
+            f"`{model.model_type}` model from `{folder}` · {precision} · "
             f"{quality.parameter_memory_mb(model):.0f} MB of parameters · loaded in {loaded.load_s:.1f} s"
         )
 
