@@ -3,10 +3,12 @@
 import gradio as gr
 
 from mlx_tts import ext
+from mlx_tts.cache import cache_dir
 from mlx_tts.utils import DEFAULT_MODEL
 
 from . import csm_tab, kokoro_tab, quant_tab
 from .engine import CSM_MODEL, Engine
+from .policy import MAX_AUDIO_UPLOAD_MB, MAX_AUDIO_UPLOAD_S, MAX_TEXT_CHARS
 
 TITLE = "mlx-tts studio"
 INTRO = (
@@ -15,6 +17,19 @@ INTRO = (
     "(see *Use via API* at the bottom of the page)."
 )
 CSS = "#kokoro-stats, #csm-status {min-height: 2em}"
+MAX_FILE_SIZE = f"{MAX_AUDIO_UPLOAD_MB}mb"  # Gradio refuses larger uploads before they reach the disk
+
+
+def mode_markdown(policy) -> str:
+    limits = (f"Limits: {MAX_TEXT_CHARS} characters of text, reference clips up to {MAX_AUDIO_UPLOAD_S} s and "
+              f"{MAX_AUDIO_UPLOAD_MB} MB.")
+    if policy.public:
+        return (f"**Public mode**: models from a fixed list, voices by name or upload, nothing saved on the server "
+                f"(quantized models come as a zip download); one request runs at a time. {limits}")
+    return (f"**Lab mode**: folders are written under `{policy.output_root}`; local models load from there, the "
+            f"model cache and `--model-dir` folders. {limits}")
+
+
 KERNELS_PREPARING = (
     "**Preparing fast kernels…** The native CPU kernels are compiled once per machine (about a minute); "
     "a take asked for now starts when they are ready."
@@ -33,11 +48,12 @@ def kernels_status() -> str:
 
 def build_app(engine: Engine = None, kokoro_model=DEFAULT_MODEL, csm_model=CSM_MODEL, max_queue=16) -> gr.Blocks:
     """The Blocks app. Engine events share one queue slot ("engine"), since they share the CPU and MLX's
-    random state; `max_queue` bounds how many requests may wait."""
+    random state; `max_queue` bounds how many requests may wait (the page shows each its place in line)."""
     engine = engine or Engine()
     building = ext.prepare_in_background() is not None  # compiles while the models load and visitors arrive
-    with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO}")
+    # An hour's outputs are kept in Gradio's cache; the rest is deleted every 10 minutes and all at shutdown.
+    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}\n\n{mode_markdown(engine.policy)}", elem_id="studio-mode")
         if building:
             status = gr.Markdown(kernels_status, elem_id="kernels-status")
             poll = gr.Timer(1.0)
@@ -52,5 +68,7 @@ def build_app(engine: Engine = None, kokoro_model=DEFAULT_MODEL, csm_model=CSM_M
 
 
 def launch(demo: gr.Blocks, host=None, port=None, share=False, **kwargs):
+    # Gradio serves only its own cache and uploads; the model cache is blocked as well, whatever sits around it.
     return demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True, css=CSS,
-                       theme=gr.themes.Soft(), **kwargs)
+                       theme=gr.themes.Soft(), max_file_size=MAX_FILE_SIZE, blocked_paths=[str(cache_dir())],
+                       **kwargs)

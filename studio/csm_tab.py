@@ -9,7 +9,7 @@ import gradio as gr
 from mlx_tts.models.csm.pipeline import MAX_REFERENCE_S, MIN_REFERENCE_S
 
 from .engine import ui_errors
-from .kokoro_tab import PLAIN_PLAYER
+from .kokoro_tab import PLAIN_PLAYER, model_input
 
 # Advice on the reference clip, checked against its stats (seconds, dBFS, fraction of clipped samples).
 CLIP_ADVICE = [
@@ -50,7 +50,7 @@ def clip_report(stats: dict) -> str:
 def build(engine, default_model: str):
     with gr.Tab("CSM voice cloning", id="csm"):
         with gr.Row():
-            model = gr.Textbox(label="Model", value=default_model, info="Hugging Face repo id or local folder", scale=3)
+            model = model_input(engine.policy, default_model, scale=3)
             load = gr.Button("Load model", scale=1, elem_id="csm-load")
         status = gr.Markdown(
             "Not loaded. Press **Load model**: CSM-1B's weights must be downloaded once (they are not part of the "

@@ -2,20 +2,21 @@
 
 Tabs call only this module. Models are cached by (model id, quantization), least recently used first out.
 Every engine step runs under one lock, because MLX's random state and the CPU are shared by all sessions;
-the queue serializes events too, the lock keeps direct callers (tests, scripts) safe as well.
-Engine errors become `gr.Error` messages (no stack traces in the browser); unexpected ones are logged in full
-on the server and reported by type and message.
+the queue serializes events too, the lock keeps direct callers (tests, scripts) safe as well. A visitor's
+input is checked against the studio's policy (studio/policy.py) before the lock is taken.
+Engine errors (`MlxTtsError`) become `gr.Error` messages as they are (no stack traces in the browser);
+unexpected ones are logged with a traceback under an id, and the browser gets "internal error" and that id.
 """
 
 import functools
 import html
 import inspect
 import logging
-import re
 import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,25 +25,24 @@ from typing import Callable, Iterator, Optional
 import gradio as gr
 import mlx.core as mx
 import numpy as np
-import soundfile
 from mlx.utils import tree_flatten
 
 from mlx_tts import audio as audio_io
 from mlx_tts import quality
 from mlx_tts.convert import convert
+from mlx_tts.errors import MlxTtsError
 from mlx_tts.memory import peak_rss_mb
 from mlx_tts.quantize import full_precision_layers
 from mlx_tts.utils import DEFAULT_MODEL, load_model, save_model
 
+from .policy import CSM_MODEL, MAX_TEXT_CHARS, Policy, StudioError, check_audio_upload, check_seed, check_text  # noqa: F401
+
 logger = logging.getLogger("mlx_tts.studio")
 
 SAMPLE_RATE = audio_io.SAMPLE_RATE
-CSM_MODEL = "mlx-community/csm-1b"
-MAX_TEXT_CHARS = 5000
 MAX_CACHED_MODELS = 3
 KEEP_TAKES = 30  # output folders kept on disk; older ones are deleted
-# the engine's own errors, whose messages say what to fix (AudioError and ModelLoadError are ValueErrors)
-ENGINE_ERRORS = (ValueError, FileNotFoundError)
+KEEP_EXPORTS = 2  # quantized-model zips kept on disk (public mode)
 
 
 @dataclass(frozen=True)
@@ -99,22 +99,20 @@ class Take:
         )
 
 
-def user_message(e: BaseException) -> str:
-    """What the browser shows for an exception: the engine's own message, or its type for surprises."""
-    if isinstance(e, ENGINE_ERRORS):
-        return str(e)
-    return f"Unexpected {type(e).__name__}: {e} (the server log has the details)"
-
-
 def ui_errors(fn):
-    """Turn exceptions from `fn` (a function or a generator) into `gr.Error` with a plain message."""
+    """Turn exceptions from `fn` (a function or a generator) into `gr.Error` with a plain message: an
+    `MlxTtsError`'s own message, or for anything else "internal error" with an id that the log's traceback has."""
 
     def to_ui_error(e):
         if isinstance(e, gr.Error):
             return e
-        if not isinstance(e, ENGINE_ERRORS):
-            logger.exception("studio: %s failed", fn.__name__)
-        return gr.Error(html.escape(user_message(e), quote=False), print_exception=False)
+        if isinstance(e, MlxTtsError):
+            message = str(e)
+        else:
+            error_id = uuid.uuid4().hex[:8]
+            logger.error("studio: internal error %s in %s", error_id, fn.__name__, exc_info=e)
+            message = f"Internal error (id {error_id}); the server log has the details under that id."
+        return gr.Error(html.escape(message, quote=False), print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
 
@@ -139,22 +137,11 @@ def ui_errors(fn):
     return function
 
 
-def check_text(text: str, what="text", limit=MAX_TEXT_CHARS) -> str:
-    if not text or not text.strip():
-        raise gr.Error(f"The {what} is empty: type something to speak.", print_exception=False)
-    if len(text) > limit:
-        raise gr.Error(
-            f"The {what} has {len(text)} characters; the studio takes at most {limit}. "
-            "Split it, or use `python -m mlx_tts.generate` for long texts.",
-            print_exception=False,
-        )
-    return text
-
-
 class Engine:
-    def __init__(self, max_models=MAX_CACHED_MODELS, work_dir=None):
+    def __init__(self, max_models=MAX_CACHED_MODELS, work_dir=None, policy: Optional[Policy] = None):
         self.lock = threading.RLock()
         self.max_models = max_models
+        self.policy = policy or Policy()
         self._models: "OrderedDict[tuple, Loaded]" = OrderedDict()
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="mlx_tts_studio_"))
         self._take_number = 0
@@ -166,7 +153,7 @@ class Engine:
 
         A quantized model is written by `mlx_tts.convert.convert` from a fresh full-precision copy (quantization
         works in place) and loaded back with `load_model`, so what the studio runs is what a user would load."""
-        model_id = (model_id or DEFAULT_MODEL).strip()
+        model_id = self.policy.model_source(model_id or (self.policy.allowed_models or [DEFAULT_MODEL])[0])
         key = (model_id, quantization)
         with self.lock:
             if key in self._models:
@@ -196,8 +183,9 @@ class Engine:
         precision = (
             f"{quantization['bits']}-bit (group {quantization['group_size']})" if quantization else "full precision"
         )
+        folder = loaded.folder.name if self.policy.public else loaded.folder  # no server paths for visitors
         return (
-            f"`{model.model_type}` model from `{loaded.folder}` · {precision} · "
+            f"`{model.model_type}` model from `{folder}` · {precision} · "
             f"{quality.parameter_memory_mb(model):.0f} MB of parameters · loaded in {loaded.load_s:.1f} s"
         )
 
@@ -206,7 +194,7 @@ class Engine:
     def kokoro_model(self, model_id: str, quantization=None, progress=None) -> Loaded:
         loaded = self.loaded(model_id, quantization, progress)
         if loaded.model.model_type != "kokoro":
-            raise ValueError(
+            raise StudioError(
                 f"{model_id!r} is a {loaded.model.model_type} model; the Kokoro tab needs a Kokoro model "
                 f"(for CSM use the CSM tab)"
             )
@@ -242,31 +230,34 @@ class Engine:
         With `phonemes`, each non-empty line is spoken as given (edited phonemes); otherwise `text` is.
         `first_chunk_max` caps the first chunk's phonemes, so that a stream starts sooner.
         Each chunk is made under the lock, so a stopped stream frees the engine once its chunk is done."""
+        from mlx_tts.models.kokoro.pipeline import split_text
+
+        # Everything a visitor typed is checked here, outside the lock: a slow split pattern holds up no one.
+        seed = check_seed(seed)
         if phonemes is None:
             check_text(text)
+            split_pattern = self.policy.check_splitter(split_pattern)
+            split_text(text, split_pattern)
         else:
             check_text(phonemes, "phoneme text")
-        try:
-            re.compile(split_pattern or "")
-        except re.error as e:
-            raise ValueError(f"The split pattern {split_pattern!r} is not a valid regular expression: {e}") from None
         pipeline = self.kokoro(model_id, quantization, lang_code, progress)
+        voice = self.policy.check_voice(voice, pipeline.voices.names(), Path(pipeline.model.path))
         if phonemes is None:
-            parts = [pipeline(text, voice=voice, speed=speed, split_pattern=split_pattern or None,
+            parts = [pipeline(text, voice=voice, speed=speed, split_pattern=split_pattern,
                               first_chunk_max=first_chunk_max)]
         else:
             lines = [line for line in phonemes.splitlines() if line.strip()]
             parts = [pipeline.from_phonemes(line, voice, speed, first_chunk_max if i == 0 else None)
                      for i, line in enumerate(lines)]
         settings = {"model": model_id, "precision": str(quantization or "full"), "voice": voice,
-                    "lang": lang_code, "speed": speed, "seed": int(seed)}
+                    "lang": lang_code, "speed": speed, "seed": seed}
         take = Take(settings)
         take_dir = self.new_take_dir()
         for results in parts:
             while True:
                 with self.lock:
                     if not take.pieces:  # seeded right before the first chunk, under the same lock
-                        mx.random.seed(int(seed))
+                        mx.random.seed(seed)
                         mx.reset_peak_memory()
                     start = time.perf_counter()
                     result = next(results, None)
@@ -297,7 +288,7 @@ class Engine:
 
         loaded = self.loaded(model_id, None, progress)
         if loaded.model.model_type != "csm":
-            raise ValueError(
+            raise StudioError(
                 f"{model_id!r} is a {loaded.model.model_type} model; the CSM tab needs a CSM model "
                 f"(for Kokoro use the Kokoro tab)"
             )
@@ -314,20 +305,20 @@ class Engine:
     @ui_errors
     def reference_clip(self, path) -> dict:
         """Stats of a reference clip as the model will hear it (mono, 24 kHz), plus its own sample rate."""
+        header = check_audio_upload(path)
         clip = audio_io.load_audio(str(path), SAMPLE_RATE)
-        try:
-            sample_rate = soundfile.info(str(path)).samplerate
-        except Exception:  # a format only the engine's decoder reads: the rate is unknown, not an error
-            sample_rate = None
-        return {**audio_io.audio_stats(clip, SAMPLE_RATE), "sample_rate": sample_rate}
+        return {**audio_io.audio_stats(clip, SAMPLE_RATE), "sample_rate": header["sample_rate"]}
 
     @ui_errors
     def csm_take(self, model_id, text, ref_audio, ref_text, speaker, temperature, top_k, max_ms, seed,
                  progress=None) -> Take:
         check_text(text)
+        seed = check_seed(seed)
+        if ref_audio:
+            check_audio_upload(ref_audio)
         _, pipeline = self.csm(model_id, progress)
         settings = {"model": model_id, "speaker": int(speaker), "temperature": float(temperature),
-                    "top_k": int(top_k), "seed": int(seed)}
+                    "top_k": int(top_k), "seed": seed}
         with self.lock:
             mx.reset_peak_memory()
             start = time.perf_counter()
@@ -338,7 +329,7 @@ class Engine:
                 speaker=int(speaker),
                 temperature=float(temperature),
                 top_k=int(top_k),
-                seed=int(seed),
+                seed=seed,
                 max_audio_length_ms=float(max_ms),
                 progress=frame_progress(progress, start),
             )
@@ -357,16 +348,20 @@ class Engine:
         Returns `mlx_tts.quality.compare`'s report, plus each side's load time ("load_s_reference",
         "load_s_candidate"), the layers kept in full precision and both takes as wav files ("files")."""
         check_text(text)
+        seed = check_seed(seed)
+        from mlx_tts.models.kokoro import VoiceBank
+
         reference = self.loaded(model_id, None, progress)
+        voice = self.policy.check_voice(voice, VoiceBank(reference.folder).names(), reference.folder)
         candidate = self.loaded(model_id, quantization, progress)
         report(progress, 0.7, "Generating both takes and measuring")
         with self.lock:
-            result = quality.compare(reference.model, candidate.model, text, seed=int(seed),
+            result = quality.compare(reference.model, candidate.model, text, seed=seed,
                                      candidate_dir=candidate.folder, voice=voice, lang_code=lang_code)
         audio = result.pop("audio")
         files = {}
         for side, precision in (("reference", "full"), ("candidate", str(quantization))):
-            settings = {"model": model_id, "precision": precision, "voice": voice, "seed": int(seed)}
+            settings = {"model": model_id, "precision": precision, "voice": voice, "seed": seed}
             files[side] = self.write_take(np.asarray(audio[side], np.float32), side, settings)[0]
         return {
             **result,
@@ -379,16 +374,28 @@ class Engine:
 
     @ui_errors
     def save_quantized(self, model_id, quantization: Quantization, destination: str) -> Path:
-        """Write the quantized model as a folder `load_model` loads."""
-        if not destination or not destination.strip():
-            raise ValueError("Give a folder to save the quantized model in")
-        destination = Path(destination.strip()).expanduser()
-        if destination.exists() and any(destination.iterdir()):
-            raise ValueError(f"{destination} exists and is not empty; pick a new folder")
+        """Write the quantized model as a folder `load_model` loads, under the output root (lab mode)."""
+        destination = self.policy.output_folder(destination)
         loaded = self.loaded(model_id, quantization)
         with self.lock:
             weights = dict(tree_flatten(loaded.model.parameters()))
             return save_model(destination, weights, loaded.model.config, loaded.folder)
+
+    @ui_errors
+    def export_quantized(self, model_id, quantization: Quantization) -> Path:
+        """The quantized model's folder as a zip in the work dir, for a download (public mode saves nothing)."""
+        loaded = self.loaded(model_id, quantization)
+        exports = self.work_dir / "exports"
+        with self.lock:
+            self._take_number += 1
+            folder = exports / f"{self._take_number:05d}" / f"{Path(model_id).name}-{quantization.slug}"
+            weights = dict(tree_flatten(loaded.model.parameters()))
+            save_model(folder, weights, loaded.model.config, loaded.folder)
+            archive = shutil.make_archive(str(folder), "zip", folder.parent, folder.name)
+            shutil.rmtree(folder)
+            for old in sorted(exports.iterdir())[:-KEEP_EXPORTS]:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(archive)
 
     # ---- files --------------------------------------------------------------------------------------
 

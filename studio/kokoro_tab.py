@@ -13,6 +13,7 @@ from mlx_tts.models.kokoro.pipeline import STREAM_FIRST_CHUNK
 from mlx_tts.quantize import VALID_BITS
 
 from .engine import MAX_TEXT_CHARS, Quantization, ui_errors
+from .policy import DEFAULT_SPLITTER, SPLITTERS
 
 logger = logging.getLogger("mlx_tts.studio")
 
@@ -106,6 +107,23 @@ def language_choices():
     return [(f"{name} ({code})", code) for code, name in LANG_CODES.items()]
 
 
+def model_input(policy, default_model: str, **kwargs):
+    """The Model box: a dropdown of the allowlist in public mode, a free repo id or folder in lab mode."""
+    if policy.public:
+        return gr.Dropdown(list(policy.allowed_models), value=default_model, label="Model",
+                           info="the models this studio offers", **kwargs)
+    return gr.Textbox(label="Model", value=default_model,
+                      info=f"Hugging Face repo id, or a folder under {policy.output_root.name}/ or --model-dir",
+                      **kwargs)
+
+
+def splitter_input(policy):
+    """Named splitters; lab mode also takes a regex of its own (run with a time limit)."""
+    info = "where the text is cut into parts" + ("" if policy.public else ", or your own regex (1 s limit)")
+    return gr.Dropdown(list(SPLITTERS), value=DEFAULT_SPLITTER, label="Split pattern", info=info,
+                       allow_custom_value=not policy.public)
+
+
 def chunk_rows(take):
     return [[i + 1, graphemes, phonemes, round(seconds, 2)] for i, (graphemes, phonemes, seconds) in
             enumerate(take.chunks)]
@@ -146,7 +164,7 @@ def build(engine, default_model: str):
                 downloads = gr.File(label="Downloads (wav, flac)", file_count="multiple", interactive=False)
                 stats = gr.Markdown(elem_id="kokoro-stats", label="stats")
             with gr.Column(scale=2):
-                model = gr.Textbox(label="Model", value=default_model, info="Hugging Face repo id or local folder")
+                model = model_input(engine.policy, default_model)
                 with gr.Row():
                     precision = gr.Dropdown(PRECISIONS, value=FULL_PRECISION, label="Precision",
                                             info="quantized in process (group 64)")
@@ -165,8 +183,7 @@ def build(engine, default_model: str):
                     label="Language",
                 )
                 speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speed")
-                split_pattern = gr.Textbox(value=r"\n+", label="Split pattern",
-                                           info="regex that cuts the text into parts")
+                split_pattern = splitter_input(engine.policy)
                 seed = gr.Number(value=0, precision=0, label="Seed", info="same seed and settings, same audio")
         gr.Examples(EXAMPLES, inputs=[text, lang], label="Example texts")
         with gr.Accordion("Phonemes and chunks", open=True):

@@ -8,7 +8,9 @@ import pandas as pd
 from mlx_tts.quantize import RECIPES, VALID_BITS, VALID_GROUP_SIZES
 
 from .engine import Quantization, ui_errors
-from .kokoro_tab import PLAIN_PLAYER, labelled_voices, language_choices, language_update, voice_choices, voice_language
+from .kokoro_tab import (PLAIN_PLAYER, labelled_voices, language_choices, language_update, model_input, voice_choices,
+                         voice_language)
+from .policy import check_bits, check_group_size
 
 TABLE_HEADERS = ["measure", "full precision", "quantized"]
 HISTORY_COLUMNS = ["bits", "log-mel distance (dB)", "group size", "recipe"]
@@ -81,10 +83,12 @@ def build(engine, default_model: str):
     with gr.Tab("Quantization workbench", id="quant"):
         with gr.Row():
             with gr.Column(scale=2):
-                model = gr.Textbox(label="Model", value=default_model, info="Hugging Face repo id or local folder")
+                model = model_input(engine.policy, default_model)
                 with gr.Row():
-                    bits = gr.Dropdown(list(VALID_BITS), value=8, label="Bits")
-                    group_size = gr.Dropdown(list(VALID_GROUP_SIZES), value=64, label="Group size")
+                    # Text choices, as the API documents them; the handler also takes numbers (checked there).
+                    bits = gr.Dropdown([str(b) for b in VALID_BITS], value="8", label="Bits", allow_custom_value=True)
+                    group_size = gr.Dropdown([str(g) for g in VALID_GROUP_SIZES], value="64", label="Group size",
+                                             allow_custom_value=True)
                     recipe = gr.Dropdown(list(RECIPES), value="uniform", label="Recipe",
                                          info="which layers get which bits")
             with gr.Column(scale=3):
@@ -112,15 +116,25 @@ def build(engine, default_model: str):
                                           label="This session: log-mel distance against bits")
         history = gr.State([])
         with gr.Row():
-            destination = gr.Textbox(label="Save the quantized model as a folder", placeholder="./kokoro-8bit",
-                                     value="", scale=3)
-            save = gr.Button("Save", scale=1)
-        saved = gr.Markdown(label="save status")
+            if engine.policy.public:  # nothing is saved on the server: the visitor downloads the folder
+                save = gr.Button("Download the quantized model (zip)", scale=1)
+                saved = gr.File(label="Quantized model (a zip of the folder load_model loads)", interactive=False,
+                                scale=3)
+            else:
+                destination = gr.Textbox(label=f"Save the quantized model as a folder under "
+                                         f"{engine.policy.output_root}", placeholder="kokoro-8bit", value="", scale=3)
+                save = gr.Button("Save", scale=1)
+        if not engine.policy.public:
+            saved = gr.Markdown(label="save status")
+
+    def quantization(bits, group_size, recipe) -> Quantization:
+        """The settings as given by the page, or as numbers or their text through the API."""
+        return Quantization(check_bits(bits), check_group_size(group_size), recipe)
 
     @ui_errors
     def run_comparison(model_id, bits, group_size, recipe, text, voice, lang_code, seed, runs, progress=gr.Progress()):
         """Quantize, then compare with full precision: table, A/B audio, measures, spectrograms, history plot."""
-        q = Quantization(int(bits), int(group_size), recipe)
+        q = quantization(bits, group_size, recipe)
         result = engine.quantize_and_compare(model_id, q, text, voice, lang_code, seed, progress)
         runs = runs + [[q.bits, round(result["log_mel_distance_db"], 3), str(q.group_size), q.recipe]]
         return (
@@ -135,17 +149,23 @@ def build(engine, default_model: str):
 
     @ui_errors
     def save_folder(model_id, bits, group_size, recipe, folder):
-        """Save the quantized model (quantizing first if needed) as a folder that load_model loads."""
-        path = engine.save_quantized(model_id, Quantization(int(bits), int(group_size), recipe), folder)
+        """Save the quantized model (quantizing first if needed) as a folder under the output root."""
+        path = engine.save_quantized(model_id, quantization(bits, group_size, recipe), folder)
         return (f"Saved to `{path}`. Load it with `load_model({str(path)!r})`, or type the folder in the Kokoro "
                 "tab's Model box.")
+
+    @ui_errors
+    def download_zip(model_id, bits, group_size, recipe):
+        """The quantized model (quantizing first if needed) as a zip of the folder load_model loads."""
+        return str(engine.export_quantized(model_id, quantization(bits, group_size, recipe)))
 
     def load_voices(model_id):
         names, _ = engine.kokoro_voices(model_id)
         return voice_choices(names)
 
     engine_queue = dict(concurrency_id="engine", concurrency_limit=1)
-    model.submit(load_voices, model, voice, api_name="quant_voices", **engine_queue)
+    model_picked = model.change if engine.policy.public else model.submit  # a dropdown has no submit
+    model_picked(load_voices, model, voice, api_name="quant_voices", **engine_queue)
     voice.change(language_update, voice, lang, api_name="quant_voice_language",
                  api_visibility="undocumented", queue=False)
     compare.click(
@@ -155,5 +175,8 @@ def build(engine, default_model: str):
         api_name="quant_compare",
         **engine_queue,
     )
-    save.click(save_folder, [model, bits, group_size, recipe, destination], saved, api_name="quant_save",
-               **engine_queue)
+    if engine.policy.public:
+        save.click(download_zip, [model, bits, group_size, recipe], saved, api_name="quant_download", **engine_queue)
+    else:
+        save.click(save_folder, [model, bits, group_size, recipe, destination], saved, api_name="quant_save",
+                   **engine_queue)

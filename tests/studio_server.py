@@ -19,14 +19,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def running_studio(work_dir: Path, *args: str):
-    """Yield the URL of a studio started with `args`; its log is `work_dir/server.log`. Gradio's files go to
-    `work_dir`, and the Hub is off (HF_HUB_OFFLINE), so a CI machine with network behaves like this one."""
+def start_studio(work_dir: Path, *args: str, env: dict = None, log_name="server.log"):
+    """Start `python app.py args` on a free port and wait until it answers: (the process, its URL).
+    Its log is `work_dir/log_name`. Gradio's files go to `work_dir`, and the Hub is off (HF_HUB_OFFLINE), so a
+    CI machine with network behaves like this one."""
     port = free_port()
-    log_path = work_dir / "server.log"
+    log_path = work_dir / log_name
     env = {**os.environ, "GRADIO_TEMP_DIR": str(work_dir / "gradio"), "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), *args],
@@ -43,16 +43,30 @@ def running_studio(work_dir: Path, *args: str):
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return server, url
             time.sleep(0.5)
+    except BaseException:
+        stop_studio(server)
+        raise
+
+
+def stop_studio(server: subprocess.Popen):
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@contextlib.contextmanager
+def running_studio(work_dir: Path, *args: str):
+    """Yield the URL of a studio started with `args` (see `start_studio`)."""
+    server, url = start_studio(work_dir, *args)
+    try:
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_studio(server)
 
 
 def log_tail(path: Path, lines=40) -> str:

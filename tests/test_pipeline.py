@@ -6,7 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_tts.errors import MlxTtsError
 from mlx_tts.models.kokoro import KokoroPipeline
+from mlx_tts.models.kokoro.pipeline import split_text
 
 SPEED = 4  # random duration heads give ~25 frames per token; keep the audio short
 
@@ -52,6 +54,15 @@ def test_long_text_is_chunked_under_the_limit_and_nothing_is_dropped(pipeline):
 def test_split_pattern(pipeline):
     assert len(pipeline.chunk_text("One.\nTwo.", split_pattern=r"\n+")) == 2
     assert len(pipeline.chunk_text("One.\nTwo.", split_pattern=None)) == 1
+    assert split_text("One. Two.", r"(?<=\.)\s+") == ["One.", "Two."]  # `re` syntax, lookbehinds included
+
+
+def test_a_backtracking_split_pattern_is_stopped_with_an_error_naming_it(pipeline):
+    # Python's `re` would take hours on this: every way of grouping the a's is tried before failing.
+    with pytest.raises(MlxTtsError, match=r"split pattern '\(a\+\)\+b' took over 1 s"):
+        pipeline.chunk_text("a" * 5000 + "!", split_pattern="(a+)+b")
+    with pytest.raises(MlxTtsError, match=r"'\(unclosed' is not a valid regular expression"):
+        list(pipeline("Hello.", voice="af_test", split_pattern="(unclosed"))
 
 
 def test_raw_phonemes_override_pronunciation(pipeline):

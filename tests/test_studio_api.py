@@ -1,4 +1,5 @@
-"""End to end through `gradio_client`: each tab's main action against a live studio started by the test."""
+"""End to end through `gradio_client`: each tab's main action against a live studio (lab mode, writing under
+`work_dir/out` and loading models from `work_dir`) started by the test."""
 
 import json
 import time
@@ -31,7 +32,7 @@ def work_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(work_dir):
-    with running_studio(work_dir) as url:
+    with running_studio(work_dir, "--output-dir", str(work_dir / "out"), "--model-dir", str(work_dir)) as url:
         # Long timeout: a Stop (cancel) returns once the chunk being made is finished.
         yield Client(url, verbose=False, httpx_kwargs={"timeout": 300})
 
@@ -114,6 +115,9 @@ def test_kokoro_stop_ends_a_stream_and_frees_the_engine(client):
         ({"text": "あ" * 5001}, "at most 5000"),
         ({"voice": "zz_nobody"}, "zz_nobody"),
         ({"split_pattern": "(unclosed"}, "not a valid regular expression"),
+        ({"seed": 2**32}, "seed must be from 0 to 4294967295"),
+        ({"voice": "/etc/passwd"}, "not one of this model's voices or an upload"),
+        ({"model_id": "/etc"}, "outside the folders this studio loads models from"),
     ],
 )
 def test_kokoro_bad_input_gives_a_clear_message_and_the_server_keeps_serving(client, settings, message):
@@ -123,6 +127,18 @@ def test_kokoro_bad_input_gives_a_clear_message_and_the_server_keeps_serving(cli
     assert "Traceback" not in str(error.value)
     _, _, status = client.predict(api_name="/kokoro_load")
     assert "kokoro" in status
+
+
+def test_a_backtracking_split_pattern_is_refused_while_the_server_keeps_answering(client):
+    job = client.submit(text="a" * 5000, voice=VOICE, lang_code="j", split_pattern="(a+)+b", api_name="/kokoro_generate")
+    while job.status().code not in (Status.PROCESSING, Status.FINISHED):
+        time.sleep(0.02)
+    # A second client while the first request's pattern runs (for 1 s, then it is stopped): it is answered first.
+    assert Client(client.src, verbose=False).predict("jm_kumo", api_name="/kokoro_voice_language") == "j"
+    assert not job.done()
+    with pytest.raises(AppError) as error:
+        job.result()
+    assert "The split pattern '(a+)+b' took over 1 s" in str(error.value)
 
 
 def test_csm_without_weights_says_what_to_download(client):
@@ -225,13 +241,17 @@ def test_quant_compare_8bit(comparison):
 
 
 def test_quant_save_gives_a_folder_the_kokoro_tab_loads(client, comparison, work_dir):
-    folder = work_dir / "kokoro-8bit"
-    message = client.predict(bits=8, group_size=64, recipe="uniform", folder=str(folder), api_name="/quant_save")
+    folder = work_dir / "out" / "kokoro-8bit"
+    # bits and group size as view_api() documents them (text), a name resolved inside the output folder
+    message = client.predict(bits="8", group_size="64", recipe="uniform", folder="kokoro-8bit", api_name="/quant_save")
     assert str(folder) in message
     config = json.loads((folder / "config.json").read_text())
     assert config["quantization"]["bits"] == 8
-    _, _, status = client.predict(model_id=str(folder), precision="full precision", api_name="/kokoro_load")
+    _, _, status = client.predict(model_id="kokoro-8bit", precision="full precision", api_name="/kokoro_load")
     assert "8-bit" in status
-    with pytest.raises(AppError) as error:  # not into a folder that has files in it
-        client.predict(bits=8, group_size=64, recipe="uniform", folder=str(folder), api_name="/quant_save")
-    assert "not empty" in str(error.value)
+    for name, refusal in [("kokoro-8bit", "not empty"), ("kokoro-8bit/config.json", "is an existing file"),
+                          ("../escaped", "outside the output folder"), (str(work_dir / "escaped"), "outside")]:
+        with pytest.raises(AppError) as error:
+            client.predict(bits=8, group_size=64, recipe="uniform", folder=name, api_name="/quant_save")
+        assert refusal in str(error.value)
+    assert not (work_dir / "escaped").exists()

@@ -34,7 +34,9 @@ GENERATION_TIMEOUT_MS = 180_000
 def page(tmp_path_factory):
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install chromium"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with running_studio(tmp_path_factory.mktemp("studio_browser")) as url, sync_playwright() as playwright:
+    # The tests' models are made under pytest's temp folder: the studio (lab mode) may load them from there.
+    work_dir, models = tmp_path_factory.mktemp("studio_browser"), str(tmp_path_factory.getbasetemp())
+    with running_studio(work_dir, "--model-dir", models) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url)

@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from ...audio import audio_stats, load_audio, time_stretch
+from ...errors import MlxTtsError
 from ..mimi import StreamingDecoder
 from .frames import audio_frame_count, prompt_frames, segment_frames
 from .sampling import make_sampler
@@ -24,6 +25,10 @@ FRAME_MS = 80  # one 12.5 Hz codec frame
 MIN_REFERENCE_S = 1.0
 MAX_REFERENCE_S = 30.0
 SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+|\n+")
+
+
+class CSMInputError(MlxTtsError, ValueError):
+    """Bad input to the pipeline: empty text, a missing transcript, an unusable reference clip or segment."""
 
 
 @dataclass
@@ -102,26 +107,26 @@ class CSMPipeline:
         text, speaker, audio. Each sentence is at most `max_audio_length_ms` long. `progress(done, total)`
         is called after every frame with frames done and the frames at most still to come plus those done."""
         if not text or not text.strip():
-            raise ValueError("text is empty: nothing to say")
+            raise CSMInputError("text is empty: nothing to say")
         if not 0.25 <= speed <= 4.0:
-            raise ValueError(f"speed must be between 0.25 and 4, got {speed}")
+            raise CSMInputError(f"speed must be between 0.25 and 4, got {speed}")
         if max_audio_length_ms < FRAME_MS:
-            raise ValueError(f"max_audio_length_ms must be at least {FRAME_MS} (one frame), got {max_audio_length_ms}")
+            raise CSMInputError(f"max_audio_length_ms must be at least {FRAME_MS} (one frame), got {max_audio_length_ms}")
         if int(chunk_frames) != chunk_frames or chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be a positive integer, got {chunk_frames}")
+            raise CSMInputError(f"chunk_frames must be a positive integer, got {chunk_frames}")
         sampler = make_sampler(temperature, top_k, top_p, min_p, seed)
         max_frames = int(max_audio_length_ms // FRAME_MS)
 
         turns = [self._turn(s, f"context[{i}]") for i, s in enumerate(context or [])]
         if ref_audio is not None:
             if not ref_text or not ref_text.strip():
-                raise ValueError(
+                raise CSMInputError(
                     "ref_text is required with ref_audio: CSM clones a voice from the clip *and* its exact "
                     "transcript (a missing or wrong transcript garbles the result)"
                 )
             turns.append((ref_text, speaker, self._reference_audio(ref_audio)))
         elif ref_text is not None:
-            raise ValueError("ref_text was given without ref_audio; pass the clip it transcribes")
+            raise CSMInputError("ref_text was given without ref_audio; pass the clip it transcribes")
 
         sentences = [self.tokenizer.encode(s, speaker) for s in split_sentences(text)]
         encoded_turns = [(self.tokenizer.encode(t, s), a) for t, s, a in turns]  # (token ids, audio)
@@ -179,16 +184,16 @@ class CSMPipeline:
         if isinstance(segment, dict):
             unknown = set(segment) - {"text", "speaker", "audio"}
             if unknown:
-                raise ValueError(f"{name}: unknown fields {sorted(unknown)}; a segment has text, speaker, audio")
+                raise CSMInputError(f"{name}: unknown fields {sorted(unknown)}; a segment has text, speaker, audio")
             segment = Segment(**segment)
         if not isinstance(segment, Segment):
-            raise ValueError(
+            raise CSMInputError(
                 f"{name}: expected a Segment or a dict with text, speaker, audio, got {type(segment).__name__}"
             )
         if not segment.text or not segment.text.strip():
-            raise ValueError(f"{name}: the segment has no text (the transcript of its audio)")
+            raise CSMInputError(f"{name}: the segment has no text (the transcript of its audio)")
         if segment.audio is None:
-            raise ValueError(f"{name}: the segment has no audio")
+            raise CSMInputError(f"{name}: the segment has no audio")
         return segment.text, int(segment.speaker), self._load_clip(segment.audio, f"{name} audio", 0.0)
 
     def _reference_audio(self, source) -> np.ndarray:
@@ -198,11 +203,11 @@ class CSMPipeline:
         audio = load_audio(source, self.sample_rate)
         stats = audio_stats(audio, self.sample_rate)
         if audio.size == 0:
-            raise ValueError(f"{name} is empty")
+            raise CSMInputError(f"{name} is empty")
         if stats["is_silent"]:
-            raise ValueError(f"{name} is silent (RMS {stats['rms_dbfs']:.0f} dBFS); give a clip of the voice speaking")
+            raise CSMInputError(f"{name} is silent (RMS {stats['rms_dbfs']:.0f} dBFS); give a clip of the voice speaking")
         if stats["duration_s"] < min_seconds:
-            raise ValueError(f"{name} is {stats['duration_s']:.2f} s long; give at least {min_seconds:g} s of speech")
+            raise CSMInputError(f"{name} is {stats['duration_s']:.2f} s long; give at least {min_seconds:g} s of speech")
         if stats["duration_s"] > MAX_REFERENCE_S:
             warnings.warn(
                 f"{name} is {stats['duration_s']:.1f} s long; using its first {MAX_REFERENCE_S:g} s "

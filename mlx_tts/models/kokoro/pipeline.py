@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import mlx.core as mx
+# User split patterns run on the `regex` package, not `re`: the same syntax as `re` (lookbehinds included, which
+# google-re2 lacks) plus a time limit, so a catastrophically backtracking pattern such as `(a+)+b` fails in
+# SPLIT_TIMEOUT_S instead of running for hours; `concurrent=True` releases the GIL so other threads keep running.
+import regex
 
+from ...errors import MlxTtsError
 from ...g2p import LANG_CODES, get_g2p, script_mismatch
 from .voices import VoiceBank, style_for_length
 
@@ -24,6 +29,28 @@ SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+")
 CLAUSE_END = re.compile(r"(?<=[,;:—.!?])\s+|(?<=[，；：。！？])\s*")  # CJK punctuation needs no space
 WORD_GAP = re.compile(r"\s+")
 PUNCTUATION = set(';:,.!?¡¿—…"«»“”() ')
+SPLIT_TIMEOUT_S = 1.0  # the most a split pattern may take on one text
+
+
+class PipelineError(MlxTtsError, ValueError):
+    """Bad input to the pipeline: empty text, a speed out of range, a split pattern that fails."""
+
+
+def split_text(text: str, split_pattern: Optional[str], timeout_s: float = SPLIT_TIMEOUT_S) -> list:
+    """`text` cut at `split_pattern` (None or "" keeps it whole), within `timeout_s` seconds."""
+    if not split_pattern:
+        return [text]
+    try:
+        pattern = regex.compile(split_pattern, regex.VERSION0)  # VERSION0: the behaviour of `re`
+    except regex.error as e:
+        raise PipelineError(f"The split pattern {split_pattern!r} is not a valid regular expression: {e}") from None
+    try:
+        return pattern.split(text, timeout=timeout_s, concurrent=True)
+    except TimeoutError:
+        raise PipelineError(
+            f"The split pattern {split_pattern!r} took over {timeout_s:g} s on this text (it backtracks "
+            "catastrophically, like `(a+)+b`); use a simpler pattern such as `\\n+`"
+        ) from None
 
 
 def _same(phonemes: str) -> str:
@@ -50,7 +77,7 @@ class Result:
 def check_speed(speed: float):
     low, high = SPEED_RANGE
     if not low <= float(speed) <= high:
-        raise ValueError(f"speed must be between {low} and {high}, got {speed}")
+        raise PipelineError(f"speed must be between {low} and {high}, got {speed}")
 
 
 class KokoroPipeline:
@@ -59,7 +86,7 @@ class KokoroPipeline:
     def __init__(self, lang_code: str, model=None, repo_id: Optional[str] = None):
         if lang_code not in LANG_CODES:
             codes = ", ".join(f"'{c}' ({name})" for c, name in LANG_CODES.items())
-            raise ValueError(f"Unknown lang_code {lang_code!r}; available: {codes}")
+            raise PipelineError(f"Unknown lang_code {lang_code!r}; available: {codes}")
         if model is None:
             from ...utils import DEFAULT_MODEL, load_model
 
@@ -89,7 +116,7 @@ class KokoroPipeline:
         """Yield one `Result` per chunk. `first_chunk_max` caps the first chunk's phonemes (cut at a clause or
         word boundary) so that streamed audio starts sooner; later chunks are packed up to the model's limit."""
         if not isinstance(text, str) or not text.strip():
-            raise ValueError("text is empty: give some text to speak")
+            raise PipelineError("text is empty: give some text to speak")
         check_speed(speed)
         pack = self.voices.resolve(voice)
         mismatch = script_mismatch(text, self.lang_code)
@@ -98,7 +125,7 @@ class KokoroPipeline:
         chunks = self.chunk_text(text, split_pattern)
         if not chunks:
             hint = f". {mismatch}" if mismatch else ""
-            raise ValueError(f"nothing pronounceable in the text: {text[:80]!r}{hint}")
+            raise PipelineError(f"nothing pronounceable in the text: {text[:80]!r}{hint}")
         yield from self._speak(chunks, pack, speed, first_chunk_max, self.phonemize)
 
     def from_phonemes(
@@ -106,15 +133,15 @@ class KokoroPipeline:
     ) -> Iterator[Result]:
         """Speak raw phonemes (to override pronunciations); long input is chunked like text."""
         if not isinstance(phonemes, str) or not phonemes.strip():
-            raise ValueError("phonemes are empty")
+            raise PipelineError("phonemes are empty")
         check_speed(speed)
         unknown = sorted({c for c in phonemes if c not in self.model.vocab and not c.isspace()})
         if unknown:
-            raise ValueError(f"phonemes contain symbols the model doesn't know: {' '.join(unknown)}")
+            raise PipelineError(f"phonemes contain symbols the model doesn't know: {' '.join(unknown)}")
         pack = self.voices.resolve(voice)
         chunks = self._pack(self._split_to_limit(phonemes.strip(), _same))
         if not chunks:
-            raise ValueError(f"nothing pronounceable in the phonemes: {phonemes[:80]!r}")
+            raise PipelineError(f"nothing pronounceable in the phonemes: {phonemes[:80]!r}")
         yield from self._speak(chunks, pack, speed, first_chunk_max, _same)
 
     def _speak(self, chunks: list, pack: mx.array, speed: float, first_chunk_max, phonemize) -> Iterator[Result]:
@@ -143,7 +170,7 @@ class KokoroPipeline:
 
     def chunk_text(self, text: str, split_pattern: Optional[str] = r"\n+") -> list:
         """(graphemes, phonemes) pairs, each under the phoneme limit, covering all pronounceable text."""
-        parts = re.split(split_pattern, text) if split_pattern else [text]
+        parts = split_text(text, split_pattern)
         chunks = []
         for part in parts:
             sentences = [s for s in SENTENCE_END.split(part.strip()) if s.strip()]
