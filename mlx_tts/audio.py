@@ -34,6 +34,10 @@ class AudioError(MlxTtsError, ValueError):
     pass
 
 
+class TakeError(MlxTtsError, RuntimeError):
+    """A generated take that can't be speech (NaN or infinite samples, or silence) where speech was asked."""
+
+
 def _to_float(array: np.ndarray, source) -> np.ndarray:
     """Samples as float32 in [-1, 1]: integer PCM is scaled by its full range."""
     array = np.asarray(array)
@@ -166,6 +170,25 @@ def audio_stats(audio, sample_rate: int = SAMPLE_RATE) -> dict:
         clipped_fraction=float(np.mean(magnitude >= CLIP_LEVEL)),
         is_silent=rms_dbfs < SILENCE_DBFS,
     )
+
+
+def check_take(audio, maker: str, text: str, sample_rate: int = SAMPLE_RATE, partial: bool = False) -> np.ndarray:
+    """`audio` (float32) when it can be the speech of `text`, else a TakeError that names `maker`, the model and
+    voice that made it: a damaged checkpoint or voice file makes NaNs or silence, not an error of its own.
+    `partial`: a chunk of a take still being made, checked for NaNs only (pauses are silent)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    said = text if len(text) <= 60 else text[:57] + "..."
+    advice = "its weights or the voice are damaged; re-download or re-convert the model, or try another voice"
+    if not np.isfinite(audio).all():
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        raise TakeError(f"{maker} made NaN or infinite samples ({bad} of {audio.size}) for {said!r}: {advice}")
+    stats = audio_stats(audio, sample_rate)
+    if stats["is_silent"] and not partial:
+        raise TakeError(
+            f"{maker} made {stats['duration_s']:.2f} s of silence (RMS {stats['rms_dbfs']:.0f} dBFS) for {said!r}: "
+            f"{advice}"
+        )
+    return audio
 
 
 def time_stretch(audio, rate: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

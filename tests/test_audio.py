@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_tts.audio import AudioError, audio_stats, load_audio, resample, time_stretch, write_audio
+from mlx_tts.audio import (
+    AudioError,
+    TakeError,
+    audio_stats,
+    check_take,
+    load_audio,
+    resample,
+    time_stretch,
+    write_audio,
+)
 
 
 def _tone(freq, seconds, sr, amplitude=0.5):
@@ -183,3 +192,21 @@ def test_arrays_get_the_same_bounds():
         load_audio((8000, np.zeros(8000 * 301, np.int16)))
     with pytest.raises(AudioError, match="sample rate must be a positive integer"):
         load_audio((np.zeros(10, np.float32), 16000.5))
+
+
+def test_check_take_refuses_what_cannot_be_speech():
+    speech = _tone(180, 0.5, 24000, amplitude=0.05)  # about -29 dBFS, like Kokoro's quietest takes
+    assert check_take(speech, "Kokoro m with voice 'v'", "a") is not None
+    broken = speech.copy()
+    broken[100:110] = np.nan
+    with pytest.raises(TakeError, match=r"Kokoro m with voice 'v' made NaN or infinite samples \(10 of 12000\) for 'a'"):
+        check_take(broken, "Kokoro m with voice 'v'", "a")
+    with pytest.raises(TakeError, match=r"made 0.50 s of silence \(RMS -120 dBFS\) for 'x{57}\.\.\.'"):
+        check_take(np.zeros(12000, np.float32), "CSM m", "x" * 100)
+    with pytest.raises(TakeError, match="RMS -7[0-9] dBFS"):
+        check_take(_tone(180, 0.5, 24000, amplitude=2e-4), "CSM m", "hello")
+    with pytest.raises(TakeError, match="0.00 s of silence"):
+        check_take(np.zeros(0, np.float32), "CSM m", "hello")
+    assert check_take(np.zeros(1920, np.float32), "CSM m", "hello", partial=True).size == 1920  # a pause
+    with pytest.raises(TakeError, match="NaN"):
+        check_take(np.full(1920, np.inf, np.float32), "CSM m", "hello", partial=True)
