@@ -343,3 +343,11 @@ def test_accepted_shapes_and_row_counts(tmp_path):
     np.save(tmp_path / "v.npy", rng.standard_normal((511, 256)).astype(np.float32))
     with pytest.raises(VoiceError, match=r"got \[511, 256\]"):
         read_voices(tmp_path / "v.npy")
+
+
+def test_a_safetensors_header_with_a_nonsense_shape_is_named(tmp_path):
+    header = json.dumps({"voice": {"dtype": "F32", "shape": "510x256", "data_offsets": [0, 8]}})
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header.encode() + bytes(8))
+    with pytest.raises(VoiceError, match="odd.safetensors: the file declares a shape that is not a list of sizes"):
+        read_voices(path)

@@ -42,7 +42,10 @@ class VoiceError(MlxTtsError, ValueError):
 
 def _check_header(shape, dtype, source):
     """Refuse a voice by the shape and dtype its file declares, before its data is read."""
-    shape = tuple(int(n) for n in shape)
+    try:
+        shape = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        raise VoiceError(f"{source}: the file declares a shape that is not a list of sizes: {shape!r}") from None
     rows = shape[0] if len(shape) in (2, 3) else 0
     if shape[1:] not in ((STYLE_DIM,), (1, STYLE_DIM)) or not 1 <= rows <= MAX_ROWS:
         raise VoiceError(
@@ -249,6 +252,7 @@ class PackCache:
                 self._packs.move_to_end(key)
                 return self._packs[key]
         pack = read_voice(path, name)
+        pack.flags.writeable = False  # shared by every bank and caller
         with self._lock:
             if key not in self._packs:
                 self._packs[key] = pack
