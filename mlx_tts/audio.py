@@ -24,10 +24,18 @@ CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
 WSOLA_FRAME_S = 0.03
 WSOLA_TOLERANCE_S = 0.01
 STRETCH_RANGE = (0.25, 4.0)
+# Inputs are bounded before they are decoded or resampled: a header can declare any rate and length.
+INPUT_RATE_RANGE = (8000, 192000)  # Hz
+MAX_INPUT_S = 300.0
+MAX_DECODED_BYTES = 128 << 20  # float32 samples of all channels: 5 min of 48 kHz stereo fits
 
 
 class AudioError(MlxTtsError, ValueError):
     pass
+
+
+class TakeError(MlxTtsError, RuntimeError):
+    """A generated take that can't be speech (NaN or infinite samples, or silence) where speech was asked."""
 
 
 def _to_float(array: np.ndarray, source) -> np.ndarray:
@@ -57,12 +65,34 @@ def _to_mono(array: np.ndarray, source) -> np.ndarray:
     raise AudioError(f"{source}: audio must be 1-D or 2-D (frames x channels), got shape {list(array.shape)}")
 
 
+def _check_input(sr, frames: int, channels: int, name):
+    """Refuse a rate or a length outside the bounds, from what a header or an array declares."""
+    low, high = INPUT_RATE_RANGE
+    if not np.isscalar(sr) or int(sr) != sr or sr <= 0:
+        raise AudioError(f"{name}: sample rate must be a positive integer, got {sr!r}")
+    if not low <= sr <= high:
+        raise AudioError(f"{name}: sample rate {int(sr)} Hz; audio inputs must be between {low} and {high} Hz")
+    if frames / sr > MAX_INPUT_S:
+        raise AudioError(
+            f"{name}: {frames / sr:.0f} s long; audio inputs are at most {MAX_INPUT_S:.0f} s: trim the clip first"
+        )
+    if frames * channels * 4 > MAX_DECODED_BYTES:
+        raise AudioError(
+            f"{name}: {channels} channels x {frames} frames decode to {frames * channels * 4 >> 20} MB; at most "
+            f"{MAX_DECODED_BYTES >> 20} MB: trim the clip or mix it down first"
+        )
+
+
 def _read_file(path: Path):
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
     try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, TypeError, ValueError) as e:
+        info = sf.info(str(path))
+        _check_input(info.samplerate, info.frames, info.channels, path)
+        audio, sr = sf.read(str(path), frames=info.frames, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, AudioError):
+            raise
         raise AudioError(
             f"{path}: can't read this audio ({e}). Readable formats include WAV, FLAC, OGG, MP3 and AIFF; "
             "convert other formats (M4A/AAC, WebM, ...) to one of these first"
@@ -72,7 +102,8 @@ def _read_file(path: Path):
 
 def load_audio(source, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """float32 mono at `sample_rate` from a file path, an `(array, sr)` tuple (Gradio's `(sr, array)` too)
-    or an array already at `sample_rate`. Integer PCM arrays are scaled to [-1, 1]."""
+    or an array already at `sample_rate`. Integer PCM arrays are scaled to [-1, 1]. Rates outside
+    INPUT_RATE_RANGE and inputs over MAX_INPUT_S or MAX_DECODED_BYTES are refused, files by their header."""
     if isinstance(source, (str, Path)):
         audio, sr = _read_file(Path(source))
         name = source
@@ -82,11 +113,11 @@ def load_audio(source, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         first, second = source
         audio, sr = (second, first) if np.isscalar(first) else (first, second)
         name = "audio array"
+        audio = np.asarray(audio)
+        _check_input(sr, max(audio.shape, default=0), min(audio.shape, default=1) if audio.ndim == 2 else 1, name)
     else:
         audio, sr = source, sample_rate
         name = "audio array"
-    if not np.isscalar(sr) or int(sr) != sr or sr <= 0:
-        raise AudioError(f"{name}: sample rate must be a positive integer, got {sr!r}")
     audio = _to_mono(_to_float(audio, name), name)
     return resample(audio, int(sr), sample_rate)
 
@@ -139,6 +170,25 @@ def audio_stats(audio, sample_rate: int = SAMPLE_RATE) -> dict:
         clipped_fraction=float(np.mean(magnitude >= CLIP_LEVEL)),
         is_silent=rms_dbfs < SILENCE_DBFS,
     )
+
+
+def check_take(audio, maker: str, text: str, sample_rate: int = SAMPLE_RATE, partial: bool = False) -> np.ndarray:
+    """`audio` (float32) when it can be the speech of `text`, else a TakeError that names `maker`, the model and
+    voice that made it: a damaged checkpoint or voice file makes NaNs or silence, not an error of its own.
+    `partial`: a chunk of a take still being made, checked for NaNs only (pauses are silent)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    said = text if len(text) <= 60 else text[:57] + "..."
+    advice = "its weights or the voice are damaged; re-download or re-convert the model, or try another voice"
+    if not np.isfinite(audio).all():
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        raise TakeError(f"{maker} made NaN or infinite samples ({bad} of {audio.size}) for {said!r}: {advice}")
+    stats = audio_stats(audio, sample_rate)
+    if stats["is_silent"] and not partial:
+        raise TakeError(
+            f"{maker} made {stats['duration_s']:.2f} s of silence (RMS {stats['rms_dbfs']:.0f} dBFS) for {said!r}: "
+            f"{advice}"
+        )
+    return audio
 
 
 def time_stretch(audio, rate: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

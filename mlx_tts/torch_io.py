@@ -4,6 +4,10 @@
 storage, `<root>/data/<key>`. Unpickling can import and call any global the pickle names, so the unpickler
 here resolves only the few globals that tensors and state dicts need and refuses every other one before
 anything is imported.
+
+Sizes come from the file, so they are checked before anything is allocated: the pickle is unpickled first
+into tensor headers (shape, dtype, where the data lies), a caller's `check_tensor` sees each header, and only
+then are the storages read, each only over the span its tensors use.
 """
 
 import pickle
@@ -19,6 +23,11 @@ from .errors import MlxTtsError
 
 class CheckpointError(MlxTtsError, ValueError):
     """A file that is not a readable PyTorch zip checkpoint, or one that names a forbidden global."""
+
+
+# The object tree of a checkpoint is small (a state dict of names and tensor headers): a data.pkl larger
+# than this is not a checkpoint, and reading it would be a decompression bomb.
+MAX_PICKLE_BYTES = 64 << 20
 
 
 # The storage classes a pickle names (`torch.FloatStorage`, ...) and the element type each one stores.
@@ -43,6 +52,40 @@ class _StorageType:
         self.dtype = dtype
 
 
+class _Storage:
+    """A storage named by the pickle, not read yet: its file in the zip, element type and count."""
+
+    def __init__(self, name, dtype, numel):
+        self.name, self.dtype, self.numel = name, dtype, numel
+        self.first, self.end = numel, 0  # the span of elements its tensors use, grown by each tensor
+        self.data = None  # elements [first, end), once read
+
+
+class _Tensor:
+    """A tensor header: `storage[offset:]` seen with `size` and `stride` (in elements), data not read yet."""
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+        self.end = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if 0 not in size else offset
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of storage that reading this tensor takes."""
+        return (self.end - self.offset) * self.storage.dtype.itemsize
+
+    def array(self) -> np.ndarray:
+        storage = self.storage
+        if 0 in self.size:
+            return np.empty(self.size, dtype=storage.dtype)
+        view = np.lib.stride_tricks.as_strided(
+            storage.data[self.offset - storage.first :],
+            shape=self.size,
+            strides=[s * storage.dtype.itemsize for s in self.stride],
+        )
+        # Contiguous tensors stay views of their storage (tensors sharing one alias, as in torch).
+        return view if view.flags.c_contiguous else view.copy()
+
+
 class _CheckpointUnpickler(pickle.Unpickler):
     def __init__(self, archive, root, path):
         super().__init__(archive.open(f"{root}/data.pkl"))
@@ -50,13 +93,7 @@ class _CheckpointUnpickler(pickle.Unpickler):
         self.root = root
         self.path = path
         self.storages = {}
-        self.big_endian = self._byteorder() == "big"
-
-    def _byteorder(self):
-        name = f"{self.root}/byteorder"
-        if name not in self.archive.namelist():
-            return "little"  # written by torch versions that only saved little-endian data
-        return self.archive.read(name).decode().strip()
+        self.tensors = []
 
     def find_class(self, module, name):
         if module == "torch" and name in STORAGE_DTYPES:
@@ -79,44 +116,60 @@ class _CheckpointUnpickler(pickle.Unpickler):
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, _StorageType):
             raise CheckpointError(f"{self.path}: storage {key!r} has no storage type ({storage_type!r})")
+        if not isinstance(numel, int) or numel < 0:
+            raise CheckpointError(f"{self.path}: storage {key!r} has a bad element count {numel!r}")
         if key not in self.storages:
-            self.storages[key] = self._read_storage(key, storage_type.dtype, numel)
+            name = f"{self.root}/data/{key}"
+            try:
+                info = self.archive.getinfo(name)
+            except KeyError:
+                raise CheckpointError(f"{self.path}: missing storage '{name}'") from None
+            dtype = storage_type.dtype
+            if info.file_size < numel * dtype.itemsize:
+                raise CheckpointError(
+                    f"{self.path}: storage '{name}' holds {info.file_size} bytes, expected {numel * dtype.itemsize}"
+                )
+            self.storages[key] = _Storage(name, dtype, numel)
         return self.storages[key]
 
-    def _read_storage(self, key, dtype, numel):
-        name = f"{self.root}/data/{key}"
-        try:
-            info = self.archive.getinfo(name)
-        except KeyError:
-            raise CheckpointError(f"{self.path}: missing storage '{name}'") from None
-        if info.file_size < numel * dtype.itemsize:
-            raise CheckpointError(
-                f"{self.path}: storage '{name}' holds {info.file_size} bytes, expected {numel * dtype.itemsize}"
-            )
-        stored = dtype.newbyteorder(">") if self.big_endian and dtype.itemsize > 1 else dtype
-        storage = np.empty(numel, dtype=stored)
-        with self.archive.open(info) as f:
-            f.readinto(storage.view(np.uint8))
-        return storage.astype(dtype, copy=False)
-
     def _rebuild_tensor(self, storage, offset, size, stride, *_):
-        """The tensor `storage[offset:]` seen with `size` and `stride` (in elements), as its own array."""
+        if not isinstance(storage, _Storage):
+            raise CheckpointError(f"{self.path}: a tensor without a storage ({type(storage).__name__})")
         size, stride = tuple(size), tuple(stride)
-        if len(size) != len(stride) or min(size + stride, default=0) < 0:
-            raise CheckpointError(f"{self.path}: bad tensor size {size} / stride {stride}")
-        if 0 in size:
-            return np.empty(size, dtype=storage.dtype)
-        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if offset < 0 or last >= storage.size:
-            raise CheckpointError(
-                f"{self.path}: tensor of size {size}, stride {stride}, offset {offset} "
-                f"reaches past its storage of {storage.size} elements"
-            )
-        view = np.lib.stride_tricks.as_strided(
-            storage[offset:], shape=size, strides=[s * storage.itemsize for s in stride]
-        )
-        # Contiguous tensors stay views of their storage (tensors sharing one alias, as in torch).
-        return view if view.flags.c_contiguous else view.copy()
+        numbers = size + stride + (offset,)
+        if len(size) != len(stride) or not all(isinstance(n, int) and n >= 0 for n in numbers):
+            raise CheckpointError(f"{self.path}: bad tensor size {size} / stride {stride} / offset {offset}")
+        tensor = _Tensor(storage, offset, size, stride)
+        if 0 not in size:
+            if tensor.end > storage.numel:
+                raise CheckpointError(
+                    f"{self.path}: tensor of size {size}, stride {stride}, offset {offset} "
+                    f"reaches past its storage of {storage.numel} elements"
+                )
+            storage.first, storage.end = min(storage.first, offset), max(storage.end, tensor.end)
+        self.tensors.append(tensor)
+        return tensor
+
+    def read_storages(self):
+        """Read each storage over the span its tensors use, no more."""
+        big_endian = self._byteorder() == "big"
+        for storage in self.storages.values():
+            if storage.end <= storage.first:
+                continue
+            itemsize = storage.dtype.itemsize
+            stored = storage.dtype.newbyteorder(">") if big_endian and itemsize > 1 else storage.dtype
+            data = np.empty(storage.end - storage.first, dtype=stored)
+            with self.archive.open(storage.name) as f:
+                f.seek(storage.first * itemsize)
+                if f.readinto(data.view(np.uint8)) != data.nbytes:
+                    raise CheckpointError(f"{self.path}: storage '{storage.name}' is truncated")
+            storage.data = data.astype(storage.dtype, copy=False)
+
+    def _byteorder(self):
+        name = f"{self.root}/byteorder"
+        if name not in self.archive.namelist():
+            return "little"  # written by torch versions that only saved little-endian data
+        return self.archive.read(name).decode().strip()
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks):
@@ -124,7 +177,10 @@ def _rebuild_parameter(data, requires_grad, backward_hooks):
 
 
 def _plain(obj):
-    """OrderedDicts become dicts (dropping state-dict `_metadata`), recursively through lists and tuples."""
+    """Tensor headers become arrays, OrderedDicts dicts (dropping state-dict `_metadata`), recursively
+    through lists and tuples."""
+    if isinstance(obj, _Tensor):
+        return obj.array()
     if isinstance(obj, dict):
         return {key: _plain(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -132,9 +188,12 @@ def _plain(obj):
     return obj
 
 
-def load_torch_file(path):
+def load_torch_file(path, check_tensor=None):
     """Read a PyTorch zip checkpoint. Tensors become numpy arrays (bfloat16 as `ml_dtypes.bfloat16`),
-    state dicts and other mappings become plain dicts; the nesting of the saved object is kept."""
+    state dicts and other mappings become plain dicts; the nesting of the saved object is kept.
+
+    `check_tensor(shape, dtype, nbytes)` is called for every tensor before any tensor data is read (`nbytes`:
+    the bytes of storage it spans); it raises to refuse the file."""
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
@@ -144,8 +203,19 @@ def load_torch_file(path):
         pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1]
         if len(pickles) != 1:
             raise CheckpointError(f"{path}: expected one '<root>/data.pkl' in the zip, found {len(pickles)}")
+        if archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(
+                f"{path}: '{pickles[0]}' is {archive.getinfo(pickles[0]).file_size} bytes unpacked; a checkpoint's "
+                f"object tree takes at most {MAX_PICKLE_BYTES >> 20} MB"
+            )
         root = pickles[0].split("/")[0]
+        unpickler = _CheckpointUnpickler(archive, root, path)
         try:
-            return _plain(_CheckpointUnpickler(archive, root, path).load())
+            obj = unpickler.load()
         except (pickle.UnpicklingError, EOFError, TypeError) as e:
             raise CheckpointError(f"{path}: corrupt pickle in '{pickles[0]}': {e}") from e
+        if check_tensor is not None:
+            for tensor in unpickler.tensors:
+                check_tensor(tensor.size, tensor.storage.dtype, tensor.nbytes)
+        unpickler.read_storages()
+        return _plain(obj)

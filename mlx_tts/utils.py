@@ -4,6 +4,9 @@ A model is named by a Hugging Face repo id or a local folder. Folders that are n
 `.pth`, PyTorch-layout safetensors, MLX-Audio's folders, sesame's checkpoints) are converted once by
 their model package's `convert` into a cache folder whose config says `"layout": "mlx"`; loading then reads that
 folder as it is, with no guessing from shapes.
+
+Every folder the engine writes gets a manifest of its files (`mlx_tts.manifest`), checked on load: a cache
+folder that no longer matches it is rebuilt from its source, any other folder is refused naming the file.
 """
 
 import hashlib
@@ -19,6 +22,7 @@ import mlx.nn as nn
 
 from .cache import cache_dir
 from .checkpoint import ModelLoadError, check_weights, load_safetensors  # noqa: F401  (re-exported)
+from .manifest import DamagedFolderError, covers, verify_manifest, write_manifest
 from .quantize import quantize_model  # noqa: F401  (the spec imports it from here)
 
 logger = logging.getLogger("mlx_tts")
@@ -67,12 +71,11 @@ def embedded_model_dir() -> Path:
     from .models.kokoro.embedded import embedded_config, embedded_onnx_path, embedded_voices
 
     folder = cache_dir() / "embedded" / "kokoro-82m-v1.0-int8"
-    if not (folder / "config.json").is_file():
-        logger.info("Assembling the embedded Kokoro-82M model into %s (once)", folder)
-        _build_atomically(
-            folder, lambda tmp: convert_onnx(embedded_onnx_path(), embedded_voices(), tmp, embedded_config())
-        )
-    return folder
+    return _cached_folder(
+        folder,
+        lambda tmp: convert_onnx(embedded_onnx_path(), embedded_voices(), tmp, embedded_config()),
+        "Assembling the embedded Kokoro-82M model",
+    )
 
 
 def resolve_model_path(id_or_path) -> Path:
@@ -108,17 +111,51 @@ def resolve_model_path(id_or_path) -> Path:
 
 
 def _build_atomically(folder: Path, build):
+    """`build(tmp)` a folder beside `folder`, give it a manifest and put it in place whole; a damaged `folder`
+    there is replaced, one that another process finished first is kept."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
     try:
         build(tmp)
-        if folder.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
+        if not covers(tmp):  # a converter that wrote files after save_model's manifest
+            write_manifest(tmp)
+        if folder.exists() and not _is_sound(folder):
+            stale = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".stale"))
+            folder.rename(stale / folder.name)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
             tmp.rename(folder)
+        except OSError:  # another process finished first
+            if not (folder / "config.json").is_file():
+                raise
+            shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _is_sound(folder: Path) -> bool:
+    try:
+        return verify_manifest(folder)
+    except DamagedFolderError:
+        return False
+
+
+def _cached_folder(folder: Path, build, doing: str) -> Path:
+    """The cache folder `folder`, built by `build(tmp)` if missing, rebuilt if it no longer matches its
+    manifest (or has none: made by an older version, or by hand)."""
+    if not (folder / "config.json").is_file():
+        logger.info("%s into %s (once)", doing, folder)
+    else:
+        try:
+            if verify_manifest(folder):
+                return folder
+            problem = "it has no manifest (made by an older mlx_tts)"
+        except DamagedFolderError as e:
+            problem = f"{e.name}: {e.problem}"
+        logger.warning("Rebuilding the cached model %s from its source: %s", folder, problem)
+    _build_atomically(folder, build)
+    return folder
 
 
 def _fingerprint(folder: Path) -> str:
@@ -133,15 +170,15 @@ def _fingerprint(folder: Path) -> str:
 
 def mlx_folder(src: Path) -> Path:
     """`src` itself when it is in MLX layout, else its converted copy in the cache (made once)."""
+    verify_manifest(src)  # a folder the engine wrote: its files must still be what it wrote
     config = read_config(src)
     if config.get("layout") == "mlx":
         return src
     model_type = detect_model_type(config, src / "config.json")
     folder = cache_dir() / "converted" / f"{src.name}-{_fingerprint(src)}"
-    if not (folder / "config.json").is_file():
-        logger.info("Converting %s (%s) to MLX layout in %s (once)", src, model_type, folder)
-        _build_atomically(folder, lambda tmp: model_package(model_type).convert(src, tmp))
-    return folder
+    return _cached_folder(
+        folder, lambda tmp: model_package(model_type).convert(src, tmp), f"Converting {src} ({model_type}) to MLX layout"
+    )
 
 
 def quantization_predicate(quantization: dict, weights: dict):
@@ -213,13 +250,17 @@ def save_model(path, weights: dict, config: dict, source=None) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     source_dir = Path(getattr(source, "path", source)) if source is not None else None
+    written = ["model.safetensors", "config.json"]
     for name in SIDE_FILES if source_dir else ():
         item = source_dir / name
         if item.is_dir():
             shutil.copytree(item, path / name, dirs_exist_ok=True)
+            written += [p.relative_to(path).as_posix() for p in (path / name).rglob("*") if p.is_file()]
         elif item.is_file():
             shutil.copy2(item, path / name)
+            written.append(name)
     mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
     config = {**config, "layout": "mlx"}
     (path / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_manifest(path, written)
     return path

@@ -1,8 +1,20 @@
+import struct
+import tracemalloc
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_tts.audio import AudioError, audio_stats, load_audio, resample, time_stretch, write_audio
+from mlx_tts.audio import (
+    AudioError,
+    TakeError,
+    audio_stats,
+    check_take,
+    load_audio,
+    resample,
+    time_stretch,
+    write_audio,
+)
 
 
 def _tone(freq, seconds, sr, amplitude=0.5):
@@ -118,3 +130,83 @@ def test_time_stretch_edges():
         time_stretch(audio, 0)
     with pytest.raises(AudioError, match="mono"):
         time_stretch(np.zeros((2, 100), np.float32), 1.5)
+
+
+def _wav_header_file(path, sample_rate, data_bytes=2000, channels=1, bits=16):
+    """A PCM WAV written field by field, so that its header can declare any sample rate (a u32)."""
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, sample_rate, sample_rate * block % 2**32, block, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", data_bytes)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body) + data_bytes) + body + bytes(data_bytes))
+    return path
+
+
+def _flac_declaring(path, sample_rate, channels, total_frames):
+    """A real one-second FLAC whose STREAMINFO then declares `total_frames` (libsndfile reports it as is)."""
+    sf.write(path, np.zeros((sample_rate, channels), np.float32), sample_rate)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO comes first
+    fields = int.from_bytes(data[18:26], "big")  # rate (20 bits), channels - 1 (3), bits - 1 (5), frames (36)
+    data[18:26] = ((fields >> 36 << 36) | total_frames).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _peak_allocation(call) -> tuple:
+    """(peak bytes of numpy's and Python's allocations, the message) while `call()` raises its AudioError."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError) as error:
+            call()
+        return tracemalloc.get_traced_memory()[1], str(error.value)
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("sample_rate", [50_000_000, 2**31 - 1, 4000])
+def test_a_tiny_wav_declaring_an_absurd_rate_is_refused_from_its_header(tmp_path, sample_rate):
+    path = _wav_header_file(tmp_path / "probe.wav", sample_rate)
+    assert path.stat().st_size < 2100 and sf.info(path).samplerate == sample_rate
+    peak, message = _peak_allocation(lambda: load_audio(path))
+    assert f"probe.wav: sample rate {sample_rate} Hz; audio inputs must be between 8000 and 192000 Hz" in message
+    assert peak < 1 << 20  # resampling 50 MHz to 24 kHz used to ask for 7.45 GiB
+
+
+def test_length_and_decoded_size_come_from_the_header(tmp_path):
+    hours = _flac_declaring(tmp_path / "hours.flac", 8000, 1, 8000 * 36000)
+    assert sf.info(hours).duration == 36000 and hours.stat().st_size < 1000
+    peak, message = _peak_allocation(lambda: load_audio(hours))
+    assert "hours.flac: 36000 s long; audio inputs are at most 300 s" in message and peak < 1 << 20
+    wide = _flac_declaring(tmp_path / "wide.flac", 48000, 8, 48000 * 100)
+    peak, message = _peak_allocation(lambda: load_audio(wide))
+    assert "wide.flac: 8 channels x 4800000 frames decode to 146 MB; at most 128 MB" in message and peak < 1 << 20
+    # Within the bounds the same kind of file reads as before.
+    ok = _flac_declaring(tmp_path / "ok.flac", 48000, 2, 48000)
+    assert load_audio(ok).shape == (24000,)
+
+
+def test_arrays_get_the_same_bounds():
+    with pytest.raises(AudioError, match="sample rate 50000000 Hz"):
+        load_audio((np.zeros(1000, np.float32), 50_000_000))
+    with pytest.raises(AudioError, match="audio array: 301 s long"):
+        load_audio((8000, np.zeros(8000 * 301, np.int16)))
+    with pytest.raises(AudioError, match="sample rate must be a positive integer"):
+        load_audio((np.zeros(10, np.float32), 16000.5))
+
+
+def test_check_take_refuses_what_cannot_be_speech():
+    speech = _tone(180, 0.5, 24000, amplitude=0.05)  # about -29 dBFS, like Kokoro's quietest takes
+    assert check_take(speech, "Kokoro m with voice 'v'", "a") is not None
+    broken = speech.copy()
+    broken[100:110] = np.nan
+    with pytest.raises(TakeError, match=r"Kokoro m with voice 'v' made NaN or infinite samples \(10 of 12000\) for 'a'"):
+        check_take(broken, "Kokoro m with voice 'v'", "a")
+    with pytest.raises(TakeError, match=r"made 0.50 s of silence \(RMS -120 dBFS\) for 'x{57}\.\.\.'"):
+        check_take(np.zeros(12000, np.float32), "CSM m", "x" * 100)
+    with pytest.raises(TakeError, match="RMS -7[0-9] dBFS"):
+        check_take(_tone(180, 0.5, 24000, amplitude=2e-4), "CSM m", "hello")
+    with pytest.raises(TakeError, match="0.00 s of silence"):
+        check_take(np.zeros(0, np.float32), "CSM m", "hello")
+    assert check_take(np.zeros(1920, np.float32), "CSM m", "hello", partial=True).size == 1920  # a pause
+    with pytest.raises(TakeError, match="NaN"):
+        check_take(np.full(1920, np.inf, np.float32), "CSM m", "hello", partial=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from mlx_tts.audio import TakeError
 from mlx_tts.models import csm
 from mlx_tts.models.csm.frames import audio_frames, prompt_frames, segment_frames
 from mlx_tts.models.csm.llama import LlamaArgs, rope_periods
@@ -318,6 +319,22 @@ def test_generation_stream_progress_and_speed(pipeline):
     np.testing.assert_allclose(np.concatenate(chunks), audio, atol=1e-5)  # same codes, other decode chunking
     faster = pipeline.generate("hello world. how are you?", speed=2.0, **common)
     assert abs(len(faster) - len(audio) / 2) <= 2
+
+
+@pytest.mark.parametrize("damage, problem", [(0.0, r"made 0.48 s of silence"), (float("nan"), "made NaN")],
+                         ids=["silent", "nan"])
+def test_a_damaged_codec_names_the_model(tmp_path, damage, problem):
+    model = load_model(str(tiny_mlx_csm_folder(tmp_path / "damaged")))  # its own copy, damaged in memory
+    final = model.codec.decoder.final_conv
+    for name in ("weight", "bias"):
+        final[name] = mx.full(final[name].shape, damage)
+    chunks = []
+    message = rf"CSM {tmp_path / 'damaged'} cloning the reference clip {problem}.* for 'hello\.'"
+    with pytest.raises(TakeError, match=message):
+        for chunk in csm.CSMPipeline(model).stream("hello. world", ref_audio=speech_like(1.5), ref_text="hi",
+                                                   seed=0, max_audio_length_ms=480, chunk_frames=2):
+            chunks.append(chunk)
+    assert all(np.isfinite(c).all() for c in chunks)  # nothing non-finite was handed out before the error
 
 
 def test_sampling_arguments_reach_the_sampler(pipeline):

@@ -10,6 +10,7 @@ import pytest
 from mlx.utils import tree_flatten
 from safetensors.numpy import load_file, save_file
 
+from mlx_tts.manifest import MANIFEST
 from mlx_tts.quantize import quantize_model
 from mlx_tts.utils import (
     DEFAULT_MODEL,
@@ -110,6 +111,7 @@ def test_quantized_folder_with_missing_scales_names_the_layer(tiny_checkpoint, t
     weights = dict(mx.load(str(folder / "model.safetensors")))
     del weights[f"{layer}.scales"]
     mx.save_safetensors(str(folder / "model.safetensors"), weights)
+    (folder / MANIFEST).unlink()  # a deliberate edit (else the manifest refuses the changed file first)
     with pytest.raises(ModelLoadError, match=layer.replace(".", r"\.")):
         load_model(folder)
 

@@ -6,6 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_tts.audio import TakeError
 from mlx_tts.errors import MlxTtsError
 from mlx_tts.models.kokoro import KokoroPipeline
 from mlx_tts.models.kokoro.pipeline import split_text
@@ -121,3 +122,34 @@ def test_first_chunk_max_cuts_the_head_at_a_clause_then_packs_the_rest(pipeline)
     assert len(cut[0][1]) <= 40
     results = list(pipeline.from_phonemes("ðə dˈɔɡ fˈɑlOd ðɛm, əkɹˈɔs ðə wˈɛt fˈild.", "af_test", SPEED, first_chunk_max=12))
     assert [r.phonemes for r in results] == ["ðə dˈɔɡ", "fˈɑlOd ðɛm, əkɹˈɔs ðə wˈɛt fˈild."]
+
+
+@pytest.fixture
+def damaged_pipeline(tiny_checkpoint):
+    """A pipeline on its own copy of the tiny model, whose weights a test may damage in memory."""
+    from mlx_tts.utils import load_model
+
+    return KokoroPipeline(lang_code="a", model=load_model(tiny_checkpoint))
+
+
+def test_short_texts_are_speech(pipeline):
+    for text in ("a", "I", "Oh."):
+        (result,) = pipeline(text, voice="am_test", speed=SPEED)
+        assert result.audio.shape[1] > 0
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ({"weight": 0.0, "bias": -100.0}, r"made [0-9.]+ s of silence \(RMS -1[0-9][0-9] dBFS\)"),
+        ({"weight": float("nan")}, r"made NaN or infinite samples \([0-9]+ of [0-9]+\)"),
+    ],
+    ids=["silent", "nan"],
+)
+def test_a_damaged_model_names_itself_and_the_voice(damaged_pipeline, damage, problem):
+    conv = damaged_pipeline.model.decoder.generator.conv_post
+    for name, value in damage.items():
+        conv[name] = mx.full(conv[name].shape, value)
+    path = re.escape(str(damaged_pipeline.model.path))
+    with pytest.raises(TakeError, match=rf"Kokoro {path} with voice 'af_test\(1\)\+am_test' {problem} for 'Hello\.'"):
+        list(damaged_pipeline("Hello.", voice="af_test(1)+am_test", speed=SPEED))

@@ -17,6 +17,7 @@ import pytest
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_tts.convert import main as convert_main
+from mlx_tts.manifest import MANIFEST
 from mlx_tts.models import kokoro
 from mlx_tts.models.kokoro import KokoroPipeline
 from mlx_tts.models.kokoro.modules import BiLSTM, Conv1d, ConvTranspose1d, QuantizedBiLSTM
@@ -266,6 +267,7 @@ def test_missing_scales_name_the_layer(quantized_4bit, tmp_path, layer):
     weights = dict(mx.load(str(broken / "model.safetensors")))
     del weights[f"{layer}.scales"]
     mx.save_safetensors(str(broken / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (broken / MANIFEST).unlink()  # a deliberate edit (else the manifest refuses the changed file first)
     with pytest.raises(ModelLoadError, match=f"missing quantization scales/biases for layers: {re.escape(layer)}"):
         load_model(broken)
 

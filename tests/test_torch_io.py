@@ -146,3 +146,42 @@ def test_big_endian_checkpoint(tmp_path):
                 data = np.frombuffer(data, np.float32).byteswap().tobytes()
             dst.writestr(name, data)
     np.testing.assert_array_equal(torch_io.load_torch_file(tmp_path / "big.pt")["w"], values.numpy())
+
+
+@pytest.mark.reference
+def test_check_tensor_sees_every_header_before_any_data_is_read(saved, monkeypatch):
+    obj, path = saved
+    headers = []
+    read = []
+    real_read = torch_io._CheckpointUnpickler.read_storages
+    monkeypatch.setattr(torch_io._CheckpointUnpickler, "read_storages", lambda self: read.append(1) or real_read(self))
+
+    def check(shape, dtype, nbytes):
+        assert not read  # headers come before the storages are read
+        headers.append((shape, dtype, nbytes))
+
+    torch_io.load_torch_file(path, check_tensor=check)
+    assert read == [1] and len(headers) == 2 + 13 + 2  # the encoder's two, the "tensors", the list's two
+    assert ((2, 3), np.dtype(np.int32), 24) in headers  # "int"
+    assert ((3, 5), np.dtype(np.float32), (2 * 8 + 4 + 1) * 4) in headers  # "offset_view": rows 2-4, cols 3-7
+    assert ((3, 4), np.dtype(np.float32), 4 * 4) in headers  # "expanded": stride 0, one row of storage
+    assert ((0, 3), np.dtype(np.float32), 0) in headers  # "empty"
+
+    def refuse(shape, dtype, nbytes):
+        raise ValueError(f"refused {shape}")
+
+    read.clear()
+    with pytest.raises(ValueError, match="refused"):
+        torch_io.load_torch_file(path, check_tensor=refuse)
+    assert not read
+
+
+def test_an_oversized_pickle_is_refused_unread(tmp_path):
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data.pkl", "w") as f:
+            for _ in range(65):
+                f.write(bytes(1 << 20))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match="bomb.pt.*68157440 bytes unpacked.*at most 64 MB"):
+        torch_io.load_torch_file(path)

@@ -10,11 +10,12 @@ import hashlib
 import re
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from ...audio import audio_stats, load_audio, time_stretch
+from ...audio import audio_stats, check_take, load_audio, time_stretch
 from ...errors import MlxTtsError
 from ..mimi import StreamingDecoder
 from .frames import audio_frame_count, prompt_frames, segment_frames
@@ -128,7 +129,8 @@ class CSMPipeline:
         elif ref_text is not None:
             raise CSMInputError("ref_text was given without ref_audio; pass the clip it transcribes")
 
-        sentences = [self.tokenizer.encode(s, speaker) for s in split_sentences(text)]
+        texts = split_sentences(text)
+        sentences = [self.tokenizer.encode(s, speaker) for s in texts]
         encoded_turns = [(self.tokenizer.encode(t, s), a) for t, s, a in turns]  # (token ids, audio)
         frame_size = self.model.codec.args.frame_size
         context_len = sum(len(ids) + audio_frame_count(len(a), frame_size) for ids, a in encoded_turns)
@@ -149,11 +151,14 @@ class CSMPipeline:
             if progress is not None:
                 progress(done, total)
 
-        for ids in sentences:
+        maker = f"CSM {getattr(self.model, 'path', None) or 'model'}"
+        if ref_audio is not None:
+            maker += f" cloning {ref_audio if isinstance(ref_audio, (str, Path)) else 'the reference clip'}"
+        for ids, sentence in zip(sentences, texts):
             tokens, mask = segment_frames(ids, None, num_codebooks)
             frames = self.model.generate(mx.array(tokens)[None], mx.array(mask)[None], max_frames, sampler, context)
             start = done
-            chunks = self._audio_chunks(frames, chunk_frames, frame_done)
+            chunks = self._checked(self._audio_chunks(frames, chunk_frames, frame_done), maker, sentence)
             if speed == 1.0:
                 yield from chunks
             elif audio := list(chunks):
@@ -161,6 +166,14 @@ class CSMPipeline:
             total -= max_frames - (done - start)  # the sentence ended early: fewer frames to come
             if progress is not None:
                 progress(done, total)
+
+    def _checked(self, chunks, maker: str, sentence: str):
+        """The chunks of a sentence's audio, each checked before it is yielded, the whole sentence at its end."""
+        made = []
+        for chunk in chunks:
+            made.append(check_take(chunk, maker, sentence, self.sample_rate, partial=True))
+            yield chunk
+        check_take(np.concatenate(made) if made else np.zeros(0, np.float32), maker, sentence, self.sample_rate)
 
     def _audio_chunks(self, frames, chunk_frames: int, frame_done):
         """Audio of the frames as they come, decoded `chunk_frames` at a time."""

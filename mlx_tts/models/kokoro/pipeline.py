@@ -16,6 +16,7 @@ import mlx.core as mx
 # SPLIT_TIMEOUT_S instead of running for hours; `concurrent=True` releases the GIL so other threads keep running.
 import regex
 
+from ...audio import check_take
 from ...errors import MlxTtsError
 from ...g2p import LANG_CODES, get_g2p, script_mismatch
 from .voices import VoiceBank, style_for_length
@@ -126,7 +127,7 @@ class KokoroPipeline:
         if not chunks:
             hint = f". {mismatch}" if mismatch else ""
             raise PipelineError(f"nothing pronounceable in the text: {text[:80]!r}{hint}")
-        yield from self._speak(chunks, pack, speed, first_chunk_max, self.phonemize)
+        yield from self._speak(chunks, voice, pack, speed, first_chunk_max, self.phonemize)
 
     def from_phonemes(
         self, phonemes: str, voice: str, speed: float = 1.0, first_chunk_max: Optional[int] = None
@@ -142,13 +143,18 @@ class KokoroPipeline:
         chunks = self._pack(self._split_to_limit(phonemes.strip(), _same))
         if not chunks:
             raise PipelineError(f"nothing pronounceable in the phonemes: {phonemes[:80]!r}")
-        yield from self._speak(chunks, pack, speed, first_chunk_max, _same)
+        yield from self._speak(chunks, voice, pack, speed, first_chunk_max, _same)
 
-    def _speak(self, chunks: list, pack: mx.array, speed: float, first_chunk_max, phonemize) -> Iterator[Result]:
+    def _speak(
+        self, chunks: list, voice, pack: mx.array, speed: float, first_chunk_max, phonemize
+    ) -> Iterator[Result]:
         if first_chunk_max and len(chunks[0][1]) > first_chunk_max:
             chunks = self._cut_head(*chunks[0], first_chunk_max, phonemize) + chunks[1:]
+        maker = f"Kokoro {self.model.path} with voice {str(voice).strip()!r}"
         for graphemes, phonemes in chunks:
-            yield self.synthesize(phonemes, pack, speed, graphemes)
+            result = self.synthesize(phonemes, pack, speed, graphemes)
+            check_take(result.audio, maker, graphemes or phonemes, self.sample_rate)  # every chunk has speech
+            yield result
 
     @staticmethod
     def _cut_head(graphemes: str, phonemes: str, cap: int, phonemize) -> list:
