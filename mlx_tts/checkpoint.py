@@ -20,7 +20,9 @@ def load_safetensors(files) -> dict:
         try:
             weights.update(mx.load(str(file)))
         except Exception as e:
-            raise ValueError(f"{file}: can't read safetensors ({e})") from None
+            raise ModelLoadError(
+                f"{file}: can't read safetensors ({e}); delete its folder and convert or download it again"
+            ) from None
     return weights
 
 
