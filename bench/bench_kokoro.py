@@ -82,9 +82,9 @@ def require(module: str, install: str):
 
 
 def load_ours(job, stream=False):
-    from mlx_tts import cpu_blas
+    import mlx_tts
 
-    cpu_blas.enable()  # before mlx.core, as the engine does
+    mlx_tts.accelerate()  # before mlx.core, as the engine's applications do
     import mlx.core as mx
     import numpy as np
 
@@ -109,9 +109,9 @@ def load_ours(job, stream=False):
 
 def load_mlx_audio(job):
     require("mlx_audio", "pip install mlx-audio==0.6.2")
-    from mlx_tts import cpu_blas
+    import mlx_tts
 
-    cpu_blas.enable()  # the same BLAS as ours
+    mlx_tts.accelerate()  # the same BLAS as ours
     import mlx.core as mx
     import numpy as np
     from mlx_audio.tts.utils import load_model

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tts import cpu_blas  # noqa: E402  (must load the BLAS before mlx.core)
+import mlx_tts  # noqa: E402
 
-cpu_blas.enable()
+mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
 
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -149,7 +149,7 @@ def main():
     paths = ["kernel"] if ext.cpu_kernels() is not None else []
     paths += ["mlx-ops"] + ([] if args.skip_native else ["mlx"])
     columns = paths + ([] if args.skip_torch else ["torch"])
-    print(f"BLAS: {cpu_blas.active() or 'reference (mlx-cpu wheel)'}; native kernel: {ext.cpu_kernels() is not None}")
+    print(f"BLAS: {mlx_tts.accelerate().blas or 'reference (mlx-cpu wheel)'}; native kernel: {ext.cpu_kernels() is not None}")
     print(f"Kokoro generator convolutions for {args.seconds:g} s of audio; GFLOP/s (higher is better)\n")
     print("| op | T in | GFLOP | count | " + " | ".join(columns) + " |")
     print("|---|---|---|---|" + "---|" * len(columns))

@@ -37,7 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tts import cpu_blas, quality  # noqa: E402  (mlx_tts first: it loads the CPU BLAS before MLX)
+import mlx_tts  # noqa: E402
+
+mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
+
+from mlx_tts import quality  # noqa: E402
 
 import bench_csm  # noqa: E402
 import mlx.core as mx  # noqa: E402
@@ -223,7 +227,7 @@ def main(argv=None):
                 lines += [title, ""]
                 lines += csm_table(rows)
             lines.append("")
-    lines.append(f"Group size {args.group_size}. BLAS: {cpu_blas.active() or 'reference (mlx-cpu wheel)'}; "
+    lines.append(f"Group size {args.group_size}. BLAS: {mlx_tts.accelerate().blas or 'reference (mlx-cpu wheel)'}; "
                  f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores.")
     print("\n".join(lines))
     if args.out:

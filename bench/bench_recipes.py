@@ -22,7 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tts import quality  # noqa: E402  (mlx_tts first: it loads the CPU BLAS before MLX)
+import mlx_tts  # noqa: E402
+
+mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
+
+from mlx_tts import quality  # noqa: E402
 
 import mlx.nn as nn  # noqa: E402
 

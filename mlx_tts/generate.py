@@ -5,6 +5,11 @@ Kokoro models speak with a preset voice; CSM clones the voice of `--ref_audio` (
 and the peak memory.
 """
 
+if __name__ == "__main__":  # the command line: set up the process before the imports below load mlx.core
+    import mlx_tts
+
+    mlx_tts.accelerate()
+
 import argparse
 import logging
 import sys
