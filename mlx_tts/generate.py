@@ -20,7 +20,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, write_audio
 from .memory import peak_rss_mb
-from .utils import DEFAULT_MODEL, load_model
+from .utils import DEFAULT_MODEL, ModelLoadError, load_model
 
 
 def parse_args(argv=None):
@@ -113,7 +113,9 @@ def main(argv=None):
 
     try:
         model = load_model(args.model)
-        chunks = csm_chunks if model.model_type == "csm" else kokoro_chunks
+        chunks = {"csm": csm_chunks, "kokoro": kokoro_chunks}.get(model.model_type)
+        if chunks is None:  # Mimi, the audio codec, loads too
+            raise ModelLoadError(f"{args.model} is a {model.model_type} model, not a text-to-speech model")
         start = time.perf_counter()
         for audio in chunks(model, args, text):
             pieces.append(audio)

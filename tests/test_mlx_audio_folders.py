@@ -10,9 +10,9 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_tts.models import csm
+from mlx_tts.checkpoint import rope_interleaved_to_half
 from mlx_tts.models.csm.frames import prompt_frames, segment_frames
 from mlx_tts.models.kokoro.convert import detect_layout
-from mlx_tts.models.mimi.convert import rope_interleaved_to_half
 from mlx_tts.quality import kokoro_take, log_mel_distance
 from mlx_tts.quantize import full_precision_layers
 from mlx_tts.utils import EMBEDDED_MODEL, ModelLoadError, cache_dir, load_model, read_config
