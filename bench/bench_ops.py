@@ -1,7 +1,7 @@
 """Per-op speed of Kokoro's decoder convolutions on the CPU: MLX's own vs ours vs PyTorch.
 
     python bench/bench_ops.py                 # shapes for 3 s of audio, every implementation
-    python bench/bench_ops.py --seconds 10 --skip-native --repeats 9
+    python bench/bench_ops.py --seconds 10 --skip-mlx --repeats 9
 
 Rows are the distinct convolutions of Kokoro's iSTFTNet generator (upsamplers, resblock convs, noise convs,
 conv_post) at the lengths they have for `--seconds` of audio, plus float32 GEMM / GEMV rows for the BLAS.
@@ -66,7 +66,7 @@ def median_times(runners: dict, repeats: dict) -> dict:
 
 
 def mlx_runner(path: str, kind, x, w, stride, padding, extra):
-    choice = {"kernel": "auto", "mlx-ops": "mlx-ops", "mlx": "native"}[path]
+    choice = {"kernel": "auto", "mlx-ops": "mlx-ops", "mlx": "mlx"}[path]
     op = conv.conv_transpose1d if kind == "T" else conv.conv1d
 
     def run():
@@ -142,12 +142,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="audio length that sets the shapes")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-native", action="store_true", help="skip mx.conv1d (seconds per dilated conv)")
+    parser.add_argument("--skip-mlx", action="store_true", help="skip MLX's own mx.conv1d (seconds per dilated conv)")
     parser.add_argument("--skip-torch", action="store_true")
     args = parser.parse_args()
 
     paths = ["kernel"] if ext.cpu_kernels() is not None else []
-    paths += ["mlx-ops"] + ([] if args.skip_native else ["mlx"])
+    paths += ["mlx-ops"] + ([] if args.skip_mlx else ["mlx"])
     columns = paths + ([] if args.skip_torch else ["torch"])
     print(f"BLAS: {mlx_tts.accelerate().blas or 'reference (mlx-cpu wheel)'}; native kernel: {ext.cpu_kernels() is not None}")
     print(f"Kokoro generator convolutions for {args.seconds:g} s of audio; GFLOP/s (higher is better)\n")

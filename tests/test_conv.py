@@ -169,14 +169,26 @@ def test_non_float32_uses_mlx_ops(monkeypatch):
     assert_close(y, reference(False, x, w, b, 1, 6, 2), tol=1e-2)
 
 
-@pytest.mark.parametrize("choice", ["native", "mlx-ops", "auto"])
+@pytest.mark.parametrize("choice", ["mlx", "mlx-ops", "auto"])
 def test_switch_selects_each_path(monkeypatch, request, choice):
     if choice == "auto":
         request.getfixturevalue("kernel")  # auto picks the kernels, which need a compiler
     monkeypatch.setenv("MLX_TTS_CONV", choice)
     x, w, b = random_operands(100, 8, 8, 3)
     assert_close(conv.conv1d(x, w, b, padding=3, dilation=3), reference(False, x, w, b, 1, 3, 3))
-    assert conv._cpu_path(x, w, None, groups=1) == {"auto": "kernel", "mlx-ops": "mlx-ops", "native": "native"}[choice]
+    assert conv._cpu_path(x, w, None, groups=1) == {"auto": "kernel", "mlx-ops": "mlx-ops", "mlx": "mlx"}[choice]
+
+
+def test_old_switch_value_native_still_selects_mlx_and_says_so(monkeypatch, caplog):
+    monkeypatch.setenv("MLX_TTS_CONV", "native")
+    monkeypatch.setattr(conv, "_warned_native", False)
+    x, w, _ = random_operands(10, 4, 4, 3)
+    with caplog.at_level("WARNING", logger="mlx_tts"):
+        assert conv._cpu_path(x, w, None, groups=1) == "mlx"
+        assert conv._cpu_path(x, w, None, groups=1) == "mlx"
+    assert [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()] == [
+        "MLX_TTS_CONV=native is deprecated: it is now MLX_TTS_CONV=mlx (MLX's own convolutions)"
+    ]
 
 
 def test_bad_switch_value_is_named(monkeypatch):
@@ -430,7 +442,7 @@ def test_conv_dispatch_with_input_adain(kernel, monkeypatch):
     fused = conv.conv1d(x, w, b, 1, 3, 3, **args)
     monkeypatch.setenv("MLX_TTS_CONV", "mlx-ops")
     assert_close(conv.conv1d(x, w, b, 1, 3, 3, **args), fused, tol=2e-5)
-    monkeypatch.setenv("MLX_TTS_CONV", "native")
+    monkeypatch.setenv("MLX_TTS_CONV", "mlx")
     assert_close(conv.conv1d(x, w, b, 1, 3, 3, **args), fused, tol=2e-5)
 
 

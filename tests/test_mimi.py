@@ -146,7 +146,7 @@ def test_convert_folder_loads_strictly(reference, tmp_path):
 
 @pytest.mark.parametrize("kind", ["4bit", "bfloat16"])
 def test_linear_expands_low_precision_weights_for_many_positions(kind):
-    from mlx_tts.quantize import EXPAND_MIN_POSITIONS, linear
+    from mlx_tts.layers import EXPAND_MIN_POSITIONS, linear
 
     layer = nn.Linear(64, 96)
     if kind == "4bit":

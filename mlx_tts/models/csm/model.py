@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...quantize import linear
+from ...layers import linear
 from .. import mimi
 from . import layouts
 from .llama import Llama, LlamaArgs

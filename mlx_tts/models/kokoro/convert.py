@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from ...checkpoint import ModelLoadError, check_weights, load_safetensors, quantize_like_checkpoint, save_model
-from ...quantize import QuantizableConv
+from ...layers import QuantizableConv
 from .kokoro import LSTM_PARTS, MLX_AUDIO_LSTM, PLAIN_CONVS, TEXT_ENCODER_NORM, Model, ModelArgs, _rename
 from .voices import VOICE_SUFFIXES, read_voices, save_voice
 
