@@ -31,5 +31,6 @@ def build_app(engine: Engine = None, kokoro_model=DEFAULT_MODEL, csm_model=CSM_M
 
 
 def launch(demo: gr.Blocks, host=None, port=None, share=False, **kwargs):
+    """Serve the studio; its named endpoints are MCP tools too, at /gradio_api/mcp/."""
     return demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True, css=CSS,
-                       theme=gr.themes.Soft(), **kwargs)
+                       theme=gr.themes.Soft(), mcp_server=True, **kwargs)
