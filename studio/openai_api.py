@@ -228,11 +228,12 @@ class SpeechAPI:
             pipeline = pipeline.with_lexicon(Lexicon(speech.lexicon))
         first_chunk_max = STREAM_FIRST_CHUNK if speech.stream else None
         results = pipeline(speech.input, voice=voice, speed=speech.speed, first_chunk_max=first_chunk_max)
-        seconds = 0.0
+        seconds, first = 0.0, True
         while True:
             with self.engine.lock:
-                if seconds == 0.0:
+                if first:  # seeded right before the first chunk, under the same lock
                     mx.random.seed(speech.seed)
+                    first = False
                 result = next(results, None)
                 if result is None:
                     return
