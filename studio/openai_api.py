@@ -206,6 +206,9 @@ class SpeechAPI:
             if captions:
                 raise ApiError(400, "word timestamps come from Kokoro's durations; CSM has none", "model",
                                "unsupported_model")
+            if speech.lexicon or speech.lang_code:
+                raise ApiError(400, "CSM reads text as it is: 'lexicon' and 'lang_code' are Kokoro's",
+                               "lexicon" if speech.lexicon else "lang_code", "unsupported_parameter")
             pieces = self._csm_chunks(speech)
         else:
             pieces = self._kokoro_chunks(speech, captions)

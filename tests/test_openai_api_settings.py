@@ -64,3 +64,17 @@ def test_openai_voices_take_the_models_voices_of_their_gender_in_turn():
     assert table["alloy"] == "jf_alpha" and table["coral"] == "jf_gongitsune" and table["nova"] == "jf_nezumi"
     assert table["onyx"] == "jm_kumo" and set(table.values()) == set(offline)
     assert openai_voice_table(["af_nova", "jf_alpha"])["nova"] == "af_nova"  # the named voice, where it exists
+
+
+def test_csm_speaks_through_the_api_once_its_weights_are_there(tmp_path):
+    from tiny_csm import tiny_mlx_csm_folder
+
+    folder = tiny_mlx_csm_folder(tmp_path / "tiny-csm")
+    _, client = client_for(ApiSettings("unused-kokoro", csm_model=str(folder)))
+    response = client.post("/v1/audio/speech", json={"model": "csm", "input": "hello there", "voice": "1",
+                                                       "response_format": "pcm"})
+    assert response.status_code == 200, response.text
+    assert len(response.content) >= 2 * 1920  # at least one 80 ms frame of 16-bit samples
+    for body, param in (({"voice": "jf_alpha"}, "voice"), ({"lexicon": {"a": "b"}}, "lexicon")):
+        response = client.post("/v1/audio/speech", json={"model": "csm", "input": "hi", "voice": "0", **body})
+        assert response.status_code in (400, 404) and response.json()["error"]["param"] == param
