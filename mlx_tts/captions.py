@@ -28,7 +28,7 @@ class WordTiming:
     end_s: float
 
     def as_dict(self) -> dict:
-        return {"word": self.word, "start": round(self.start_s, 3), "end": round(self.end_s, 3)}
+        return {"word": self.word, "start_time": round(self.start_s, 3), "end_time": round(self.end_s, 3)}
 
 
 def phoneme_word_spans(phonemes: str, durations, vocab: dict, seconds_per_frame: float) -> list:
