@@ -266,7 +266,7 @@ class Engine:
                      for i, line in enumerate(lines)]
         settings = {"model": model_id, "precision": str(quantization or "full"), "voice": voice,
                     "lang": lang_code, "speed": speed, "seed": int(seed)}
-        take = Take(settings, replaced=pipeline.lexicon.matches(text) if phonemes is None else [])
+        take = Take(settings, replaced=pipeline.lexicon.matches(text))  # edited phonemes get no lexicon
         take_dir = self.new_take_dir()
         for results in parts:
             while True:
@@ -418,7 +418,6 @@ class Engine:
         for path in paths:
             audio_io.write_audio(path, audio, SAMPLE_RATE, path.rsplit(".", 1)[1])
         return paths
-
 
     @staticmethod
     def write_captions(words: list, audio_path: str) -> list:
