@@ -148,7 +148,7 @@ def test_a_backtracking_split_pattern_is_refused_while_the_server_keeps_answerin
     while job.status().code not in (Status.PROCESSING, Status.FINISHED):
         time.sleep(0.02)
     # A second client while the first request's pattern runs (for 1 s, then it is stopped): it is answered first.
-    assert Client(client.src, verbose=False).predict("jm_kumo", api_name="/kokoro_voice_language") == "j"
+    assert Client(client.src, verbose=False).predict("jm_kumo", "こんにちは。", api_name="/kokoro_voice_language") == "j"
     assert not job.done()
     with pytest.raises(AppError) as error:
         job.result()
