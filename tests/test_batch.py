@@ -9,6 +9,11 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +23,7 @@ from mlx_tts import batch
 from mlx_tts.batch import AudioSink, InputError, Settings, UnitWorker, plan_threads, run_batch
 from mlx_tts.longform_input import file_stem, markdown_to_text, read_input, split_chapters
 
+REPO = Path(__file__).resolve().parents[1]
 SPANISH = ["Hola a todos.", "Buenos días.", "La casa es azul.", "Tengo un gato.", "El cielo está claro.",
            "Vamos al mercado.", "Me gusta leer.", "El tren llega tarde.", "Hace frío hoy.", "Hasta mañana."]
 
@@ -216,6 +222,27 @@ def test_resume_redoes_only_lost_or_damaged_files(tmp_path, tiny_checkpoint):
     assert [r["sha256"] for r in records] == [kept[f"r{i}"]["sha256"] for i in range(4)]
     # Settings that change the audio change the key: everything is made again.
     assert run_batch(rows, out, settings_for(tiny_checkpoint, voice="am_test")).made == 4
+
+
+def test_kill_9_loses_at_most_the_unit_in_flight(tmp_path, tiny_checkpoint):
+    rows = write_csv(tmp_path / "rows.csv", [(f"r{i}", text, "", "") for i, text in enumerate(SPANISH[:4])])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "mlx_tts.batch", str(rows), "-o", str(out), "--model", str(tiny_checkpoint),
+               "--lang", "e", "--speed", "4"]
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    lines = out / "manifest.jsonl"
+    while not lines.is_file() or lines.read_bytes().count(b"\n") < 2:  # kill it once 2 units are recorded
+        assert run.poll() is None, f"the run ended with {run.returncode} before it could be killed"
+        assert time.monotonic() < deadline, "the run made no 2 units in 300 s"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    done = list(batch.Manifest(lines).records())  # a line per finished unit (a last one may be cut short)
+    resumed = run_batch(rows, out, settings_for(tiny_checkpoint))
+    assert (resumed.skipped, resumed.made, resumed.failed) == (len(done), 4 - len(done), 0)
+    assert [r["id"] for r in manifest(out)] == ["r0", "r1", "r2", "r3"]
+    assert all(r["sha256"] == sha256(out / r["file"]) for r in manifest(out))
 
 
 def test_epub_book_joined_with_chapter_marks_and_captions(tmp_path, tiny_checkpoint):
