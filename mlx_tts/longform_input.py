@@ -3,9 +3,12 @@
 A book's chapters start at headings (Markdown `#` headings; in plain text, lines such as "Chapter 3" or
 "PART ONE" that stand alone) or, when there are none, at runs of two or more blank lines. An EPUB's chapters
 are the documents of its spine in reading order (the table of contents, pages outside the reading order
-and pages with no text, such as a cover image, are left out). A dataset's rows are `id,text[,voice,lang]`: a CSV with a header naming those
-columns (or without a header, in that order), or JSON Lines with those keys. A row that can't be spoken as it
-stands (no text, unreadable JSON) becomes a unit with its error, so the rest of the dataset still runs.
+and pages with no text, such as a cover image, are left out). Paragraphs become one line each (the lines of
+hard-wrapped text are joined), so that no sentence is cut at a line break.
+
+A dataset's rows are `id,text[,voice,lang]`: a CSV with a header naming those columns (or without a header,
+in that order), or JSON Lines with those keys. A row that can't be spoken as it stands (no text, unreadable
+JSON) becomes a unit with its error, so the rest of the dataset still runs.
 """
 
 import csv
