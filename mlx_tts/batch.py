@@ -351,7 +351,10 @@ def run_on_ray(units, finish, settings: Settings, workers: int, threads: Optiona
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:  # no cluster at `address`, or a bad address
+            raise NotStarted(f"Ray did not start{f' at {address}' if address else ''}: {e}") from None
     try:
         nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
         threads = plan_threads(workers, threads, int(sum(nodes)), int(max(nodes, default=0)))
