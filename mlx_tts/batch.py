@@ -165,21 +165,23 @@ def sha256_file(path: Path) -> str:
 
 
 class UnitWorker:
-    """One loaded Kokoro model that speaks units. Made in process, or as a Ray actor (one per worker);
-    `run` is the work-unit function of both."""
+    """One Kokoro model that speaks units. Made in process, or as a Ray actor (one per worker); `run` is the
+    work-unit function of both. The model is loaded by `ready` (a Ray actor's creation can't report an error
+    as plainly as a call can), or by the first `run`."""
 
     def __init__(self, settings: Settings, model=None):
-        from .utils import load_model
-
-        self.settings = settings
-        self.model = model if model is not None else load_model(settings.model)
-        if self.model.model_type != "kokoro":
-            raise InputError(f"{settings.model!r} is a {self.model.model_type} model; batch synthesis speaks with "
-                             "Kokoro models (preset voices)")
-        self.pipelines = {}
+        self.settings, self.model, self.pipelines = settings, model, {}
 
     def ready(self) -> dict:
-        """Where this worker runs (its model is loaded once this returns)."""
+        """Load the model (once); then say where this worker runs."""
+        from .utils import load_model
+
+        if self.model is None:
+            model = load_model(self.settings.model)
+            if model.model_type != "kokoro":
+                raise InputError(f"{self.settings.model!r} is a {model.model_type} model; batch synthesis speaks "
+                                 "with Kokoro models (preset voices)")
+            self.model = model
         return {"host": socket.gethostname(), "pid": os.getpid(), "threads": os.environ.get("MLX_TTS_THREADS")}
 
     def pipeline(self, lang: str):
@@ -194,6 +196,7 @@ class UnitWorker:
         unknown voice or language); anything else raises, and the caller records it."""
         start = time.perf_counter()
         try:
+            self.ready()
             result = self.speak(unit)
         except (MlxTtsError, ValueError, FileNotFoundError) as e:
             return {"error": str(e)}
@@ -314,8 +317,9 @@ def is_finished(record: Optional[dict], key: str, outdir: Path) -> bool:
 
 
 def run_in_process(units, finish, settings: Settings, worker_class=UnitWorker, model=None):
+    worker = worker_class(settings, model)
     try:
-        worker = worker_class(settings, model)
+        worker.ready()
     except (MlxTtsError, ValueError, FileNotFoundError) as e:
         raise NotStarted(f"the model did not load: {e}") from None
     for unit in units:
@@ -365,8 +369,10 @@ def run_on_ray(units, finish, settings: Settings, workers: int, threads: Optiona
         actors = [actor_class.remote(settings) for _ in range(workers)]
         try:
             placed = ray.get([actor.ready.remote() for actor in actors])
+        except RayTaskError as e:
+            raise NotStarted(f"the model did not load: {getattr(e, 'cause', None) or e}") from None
         except RayActorError as e:
-            raise NotStarted(f"the workers did not start: {getattr(e, 'error_msg', None) or e}") from None
+            raise NotStarted(f"the workers did not start: {e}") from None
         logger.info("%d workers ready, %d threads each: %s", workers, threads,
                     ", ".join(f"{w['host']}:{w['pid']}" for w in placed))
         queue, in_flight, idle = deque(units), {}, list(actors)

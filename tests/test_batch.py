@@ -290,6 +290,10 @@ def test_command_line_with_a_model_path(tmp_path, tiny_checkpoint, capsys):
         batch.main([str(tmp_path / "missing.csv"), "-o", str(tmp_path / "out2")])
     assert exit.value.code == batch.NOT_STARTED_STATUS
     assert "missing.csv: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        batch.main([str(rows), "-o", str(tmp_path / "out3"), "--model", str(tmp_path / "no-model")])
+    assert exit.value.code == batch.NOT_STARTED_STATUS
+    assert "error: the model did not load:" in capsys.readouterr().err
 
 
 # ---- runs on Ray ---------------------------------------------------------------------------------------
