@@ -13,6 +13,7 @@ from mlx_tts.lexicon import load_lexicon
 from mlx_tts.models.kokoro.pipeline import STREAM_FIRST_CHUNK
 from mlx_tts.quantize import VALID_BITS
 
+from . import longform_tab
 from .engine import MAX_TEXT_CHARS, Quantization, ui_errors
 from .policy import DEFAULT_SPLITTER, SPLITTERS
 
@@ -200,6 +201,7 @@ def build(engine, default_model: str):
             )
             speak_phonemes = gr.Button("Speak edited phonemes")
             table = gr.Dataframe(headers=CHUNK_HEADERS, label="Chunks", interactive=False, wrap=True)
+        longform_tab.build(engine, model, precision, voice, blend, lang, speed, seed, enabled=True)
 
     def load_voices(model_id, precision):
         names, summary = engine.kokoro_voices(model_id, precision_to_quantization(precision))
