@@ -10,6 +10,7 @@ voice clean, without the "phasiness" a phase vocoder adds.
 import io
 from math import ceil, gcd
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import soundfile as sf
@@ -258,9 +259,9 @@ def _check_encoding(fmt: str) -> str:
     return fmt
 
 
-def encode_audio(samples, rate: int = SAMPLE_RATE, fmt: str = "wav") -> bytes:
+def encode_audio(samples, rate: int = SAMPLE_RATE, fmt: str = "wav", bit_rate: Optional[int] = None) -> bytes:
     """Mono audio as the bytes of a file in `fmt` (one of ENCODINGS): 16-bit wav/flac/pcm by soundfile,
-    mp3/opus/aac by PyAV."""
+    mp3/opus/aac by PyAV (at `bit_rate` bits per second, or the codec's default)."""
     fmt = _check_encoding(fmt)
     audio = _mono_float(samples)
     if fmt == "pcm":
@@ -269,8 +270,11 @@ def encode_audio(samples, rate: int = SAMPLE_RATE, fmt: str = "wav") -> bytes:
         buffer = io.BytesIO()
         sf.write(buffer, audio, int(rate), format=fmt.upper(), subtype="PCM_16")
         return buffer.getvalue()
-    encoder = AudioStreamEncoder(fmt, rate)
-    return encoder.write(audio) + encoder.close()
+    buffer = io.BytesIO()
+    encoder = AudioStreamEncoder(fmt, rate, bit_rate, file=buffer)
+    encoder.write(audio)
+    encoder.close()
+    return buffer.getvalue()
 
 
 class _Sink:
@@ -292,18 +296,29 @@ class _Sink:
 
 class AudioStreamEncoder:
     """Encode audio piece by piece: `write(samples)` and `close()` return the bytes ready so far, which
-    together make one file in `fmt` (wav and flac without a known length, as streamed files are)."""
+    together make one file in `fmt` (wav and flac without a known length, as streamed files are).
 
-    def __init__(self, fmt: str, rate: int = SAMPLE_RATE):
+    With a `file` (a path or a seekable binary file object), the file is written there instead: seekable, so
+    the muxer also writes the headers that need the whole take (mp3's encoder delay and padding, which
+    decoders use to give back the exact length), and `write`/`close` return nothing."""
+
+    def __init__(self, fmt: str, rate: int = SAMPLE_RATE, bit_rate: Optional[int] = None, file=None):
         import av  # imported on first use: the engine itself never needs it
 
         self.fmt = _check_encoding(fmt)
         self.rate = int(rate)
         container, codec = ENCODINGS[self.fmt]
+        if file is not None and container is None:
+            raise AudioError("raw pcm has no file container; write it with encode_audio")
+        if isinstance(file, Path):
+            file = str(file)
         self._sink = _Sink()
-        self._container = av.open(self._sink, mode="w", format=container) if container else None
-        if self._container is not None:
+        self._container = None
+        if container:
+            self._container = av.open(self._sink if file is None else file, mode="w", format=container)
             self._stream = self._container.add_stream(codec, rate=self.rate, layout="mono")
+            if bit_rate:
+                self._stream.bit_rate = int(bit_rate)
         self._frame = av.AudioFrame
 
     def write(self, samples) -> bytes:

@@ -22,7 +22,6 @@ could not start (unreadable input, a model that does not load).
 
 import argparse
 import hashlib
-import io
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from typing import Callable, Optional
 import numpy as np
 import soundfile as sf
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, AudioStreamEncoder, encode_audio
 from .errors import MlxTtsError
 from .longform_input import SUFFIXES, InputError, Unit, file_stem, read_input
 from .utils import DEFAULT_MODEL
@@ -90,56 +89,36 @@ def unit_seed(seed: int, unit_id: str) -> int:
 
 class AudioSink:
     """Mono float audio written piece by piece to a path or a file object: 16-bit WAV or FLAC through
-    soundfile, MP3 through PyAV (libmp3lame)."""
+    soundfile (with their lengths in the header), MP3 through the engine's PyAV stream encoder."""
 
     def __init__(self, target, sample_rate: int, format: str):
         if format not in FORMATS:
             raise InputError(f"unknown audio format {format!r}; choose one of {', '.join(FORMATS)}")
-        self.sample_rate, self.format = sample_rate, format
+        self.format = format
         if format == "mp3":
-            try:
-                import av
-            except ImportError:
-                raise InputError("mp3 output needs PyAV: pip install -r requirements-batch.txt") from None
-            self._av = av
-            self._container = av.open(target, "w", format="mp3")
-            self._stream = self._container.add_stream("libmp3lame", rate=sample_rate, layout="mono")
-            self._stream.bit_rate = MP3_BIT_RATE
-            self._written = 0
+            self._encoder = AudioStreamEncoder("mp3", sample_rate, bit_rate=MP3_BIT_RATE, file=target)
         else:
+            self._encoder = None
             self._file = sf.SoundFile(target, "w", sample_rate, 1, format=format.upper(), subtype="PCM_16")
 
     def write(self, samples: np.ndarray):
         samples = np.clip(np.asarray(samples, np.float32).reshape(-1), -1.0, 1.0)
-        if self.format != "mp3":
+        if self._encoder is None:
             self._file.write(samples)
-            return
-        frame = self._av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
-        frame.sample_rate, frame.pts = self.sample_rate, self._written
-        self._written += len(samples)
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        else:
+            self._encoder.write(samples)
 
     def close(self):
-        if self.format != "mp3":
+        if self._encoder is None:
             self._file.close()
-            return
-        for packet in self._stream.encode(None):  # flush the encoder
-            self._container.mux(packet)
-        self._container.close()
+        else:
+            self._encoder.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-
-def encode_audio(samples: np.ndarray, sample_rate: int, format: str) -> bytes:
-    buffer = io.BytesIO()
-    with AudioSink(buffer, sample_rate, format) as sink:
-        sink.write(samples)
-    return buffer.getvalue()
 
 
 def write_atomically(path: Path, data) -> Path:
@@ -221,7 +200,7 @@ class UnitWorker:
             made += len(audio)
         samples = np.concatenate(pieces)
         return {"voice": voice, "lang": lang, "seconds": round(len(samples) / SAMPLE_RATE, 3),
-                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": encode_audio(samples, SAMPLE_RATE, settings.format)}
+                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)}
 
 
 # ---- progress ------------------------------------------------------------------------------------------

@@ -201,7 +201,8 @@ def build(engine, default_model: str):
             )
             speak_phonemes = gr.Button("Speak edited phonemes")
             table = gr.Dataframe(headers=CHUNK_HEADERS, label="Chunks", interactive=False, wrap=True)
-        longform_tab.build(engine, model, precision, voice, blend, lang, speed, seed, enabled=True)
+        longform_tab.build(engine, model, precision, voice, blend, lang, speed, seed,
+                           enabled=not engine.policy.public)  # public mode keeps its bounds
 
     def load_voices(model_id, precision):
         names, summary = engine.kokoro_voices(model_id, precision_to_quantization(precision))
