@@ -9,12 +9,13 @@ from fastapi.testclient import TestClient
 
 from studio.engine import Engine
 from studio.openai_api import ApiSettings, SpeechAPI, openai_voice_table
+from studio.policy import Policy
 
 BODY = {"model": "tts-1", "input": "こんにちは。", "voice": "jf_alpha"}
 
 
-def client_for(settings: ApiSettings):
-    api = SpeechAPI(Engine(), settings)
+def client_for(settings: ApiSettings, engine=None):
+    api = SpeechAPI(engine or Engine(), settings)
     return api, TestClient(FastAPI(routes=api.router().routes))
 
 
@@ -70,7 +71,8 @@ def test_csm_speaks_through_the_api_once_its_weights_are_there(tmp_path):
     from tiny_csm import tiny_mlx_csm_folder
 
     folder = tiny_mlx_csm_folder(tmp_path / "tiny-csm")
-    _, client = client_for(ApiSettings("unused-kokoro", csm_model=str(folder)))
+    engine = Engine(policy=Policy(model_roots=[tmp_path]))  # lab mode loads local folders from its roots only
+    _, client = client_for(ApiSettings("unused-kokoro", csm_model=str(folder)), engine)
     response = client.post("/v1/audio/speech", json={"model": "csm", "input": "hello there", "voice": "1",
                                                        "response_format": "pcm"})
     assert response.status_code == 200, response.text
