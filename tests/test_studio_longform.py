@@ -17,8 +17,11 @@ pytestmark = pytest.mark.e2e
 def studio(tmp_path_factory, tiny_checkpoint):
     from studio.app import build_app
     from studio.engine import Engine
+    from studio.policy import Policy
 
-    demo = build_app(Engine(work_dir=tmp_path_factory.mktemp("longform_studio")), kokoro_model=str(tiny_checkpoint))
+    work = tmp_path_factory.mktemp("longform_studio")
+    policy = Policy(output_root=work / "out", model_roots=[tiny_checkpoint.parent])  # lab mode, as app.py makes it
+    demo = build_app(Engine(work_dir=work, policy=policy), kokoro_model=str(tiny_checkpoint))
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True)
     try:
         yield Client(demo.local_url, verbose=False, httpx_kwargs={"timeout": 300})
