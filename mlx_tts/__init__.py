@@ -7,9 +7,10 @@ optimized BLAS, and on glibc it keeps freed activations from staying resident (`
 
 from .acceleration import Acceleration, accelerate
 
+DEFAULT_MODEL = "prince-canuma/Kokoro-82M"  # what load_model() loads when given nothing
+EMBEDDED_MODEL = "embedded:kokoro-82m"  # the Kokoro-82M assembled offline from PyPI packages
+
 _LAZY = {  # name -> module: loaded on first use, so that `import mlx_tts` does not import mlx.core
-    "DEFAULT_MODEL": "utils",
-    "EMBEDDED_MODEL": "utils",
     "load_model": "utils",
     "save_model": "utils",
     "quantize_model": "quantize",

@@ -20,6 +20,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
+from . import DEFAULT_MODEL, EMBEDDED_MODEL  # noqa: F401  (public API here; defined in the package, MLX-free)
 from .cache import cache_dir  # noqa: F401  (public API, re-exported)
 from .checkpoint import (  # noqa: F401  (public API, re-exported)
     SIDE_FILES,
@@ -36,8 +37,6 @@ from .quantize import quantize_model  # noqa: F401  (the spec imports it from he
 
 logger = logging.getLogger("mlx_tts")
 
-DEFAULT_MODEL = "prince-canuma/Kokoro-82M"
-EMBEDDED_MODEL = "embedded:kokoro-82m"
 MODEL_TYPES = ("kokoro", "csm", "mimi")  # each a package of mlx_tts.models with the same contract
 
 
