@@ -149,7 +149,8 @@ def main():
     paths = ["kernel"] if ext.cpu_kernels() is not None else []
     paths += ["mlx-ops"] + ([] if args.skip_mlx else ["mlx"])
     columns = paths + ([] if args.skip_torch else ["torch"])
-    print(f"BLAS: {mlx_tts.accelerate().blas or 'reference (mlx-cpu wheel)'}; native kernel: {ext.cpu_kernels() is not None}")
+    blas = mlx_tts.accelerate().blas or "reference (mlx-cpu wheel)"
+    print(f"BLAS: {blas}; native kernel: {ext.cpu_kernels() is not None}")
     print(f"Kokoro generator convolutions for {args.seconds:g} s of audio; GFLOP/s (higher is better)\n")
     print("| op | T in | GFLOP | count | " + " | ".join(columns) + " |")
     print("|---|---|---|---|" + "---|" * len(columns))
@@ -159,7 +160,10 @@ def main():
         x = mx.random.normal((1, t, c_in))
         w = mx.random.normal((c_out, k, c_in)) * (c_in * k) ** -0.5
         mx.eval(x, w)
-        t_out = (t - 1) * stride - 2 * padding + k + extra if kind == "T" else (t + 2 * padding - extra * (k - 1) - 1) // stride + 1
+        if kind == "T":
+            t_out = (t - 1) * stride - 2 * padding + k + extra
+        else:
+            t_out = (t + 2 * padding - extra * (k - 1) - 1) // stride + 1
         flops = 2 * (t if kind == "T" else t_out) * c_in * c_out * k
         runners = {
             column: torch_runner(kind, x, w, stride, padding, extra)

@@ -41,16 +41,16 @@ import mlx_tts  # noqa: E402
 
 mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
 
-from mlx_tts import quality  # noqa: E402
-
-import bench_csm  # noqa: E402
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
+from mlx_tts import quality  # noqa: E402
 from mlx_tts.models.csm import make_sampler  # noqa: E402
 from mlx_tts.quantize import CODEC, VALID_BITS, VALID_GROUP_SIZES, quantize_model  # noqa: E402
 from mlx_tts.utils import EMBEDDED_MODEL, load_model, save_model  # noqa: E402
+
+import bench_csm  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16", *(f"{b}bit" for b in sorted(VALID_BITS, reverse=True)), "mixed-4bit")
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away into the quiet forest."

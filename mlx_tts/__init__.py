@@ -25,4 +25,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Acceleration", "DEFAULT_MODEL", "EMBEDDED_MODEL", "accelerate", "load_model", "quantize_model", "save_model"]
+__all__ = [
+    "Acceleration", "DEFAULT_MODEL", "EMBEDDED_MODEL", "accelerate", "load_model", "quantize_model", "save_model"
+]

@@ -42,10 +42,10 @@ from typing import Callable, Optional
 import numpy as np
 import soundfile as sf
 
+from . import DEFAULT_MODEL, accelerate  # neither loads MLX: an actor's process sets itself up first
 from .audio import SAMPLE_RATE, AudioStreamEncoder, encode_audio
 from .errors import MlxTtsError
 from .longform_input import SUFFIXES, InputError, Unit, file_stem, read_input
-from . import DEFAULT_MODEL, accelerate  # neither loads MLX: an actor's process sets itself up first
 
 logger = logging.getLogger("mlx_tts")
 
@@ -206,8 +206,9 @@ class UnitWorker:
             pieces.append(audio)
             made += len(audio)
         samples = np.concatenate(pieces)
+        audio = encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)
         return {"voice": voice, "lang": lang, "seconds": round(len(samples) / SAMPLE_RATE, 3),
-                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)}
+                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": audio}
 
 
 # ---- progress ------------------------------------------------------------------------------------------

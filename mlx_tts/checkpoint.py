@@ -120,7 +120,9 @@ def check_weights(model, weights: dict, source):
         problems.append(f"unexpected keys: {', '.join(extra[:10])}" + (" ..." if len(extra) > 10 else ""))
     for key in sorted(set(expected) & set(weights)):
         if expected[key].shape != weights[key].shape:
-            problems.append(f"{key}: shape {tuple(weights[key].shape)} where the model has {tuple(expected[key].shape)}")
+            problems.append(
+                f"{key}: shape {tuple(weights[key].shape)} where the model has {tuple(expected[key].shape)}"
+            )
     if problems:
         raise ModelLoadError(f"{source}: checkpoint does not match the model: " + "; ".join(problems))
 

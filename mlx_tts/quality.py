@@ -142,7 +142,7 @@ def kokoro_take(model, text: str, voice: str, seed: int = 0, lang_code: str = "a
     from .models.kokoro import KokoroPipeline
 
     pipeline = KokoroPipeline(lang_code=lang_code, model=model)
-    pipeline.g2p  # build G2P before timing
+    _ = pipeline.g2p  # build G2P before timing
     mx.random.seed(seed)
     mx.reset_peak_memory()
     start = time.perf_counter()

@@ -27,7 +27,6 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-
 logger = logging.getLogger("mlx_tts")
 
 VALID_BITS = (2, 3, 4, 5, 6, 8)

@@ -175,7 +175,9 @@ def mlx_folder(src: Path) -> Path:
     model_type = detect_model_type(config, src / "config.json")
     folder = cache_dir() / "converted" / f"{src.name}-{_fingerprint(src)}"
     return _cached_folder(
-        folder, lambda tmp: model_package(model_type).convert(src, tmp), f"Converting {src} ({model_type}) to MLX layout"
+        folder,
+        lambda tmp: model_package(model_type).convert(src, tmp),
+        f"Converting {src} ({model_type}) to MLX layout"
     )
 
 

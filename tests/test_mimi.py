@@ -10,6 +10,7 @@ from mlx.utils import tree_flatten
 
 from mlx_tts.models import mimi
 from mlx_tts.utils import load_model
+
 from tiny_csm import MIMI_CONFIG, kyutai_state_dict, randomize, speech_like
 
 

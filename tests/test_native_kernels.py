@@ -180,8 +180,12 @@ def test_dequantized_weight_dispatch(kernel):
 
     for bits, native in ((4, True), (3, False)):
         layer = nn.Linear(128, 16).to_quantized(group_size=32, bits=bits)
-        calls, kernel_fn = [], kernel.dequantize
-        with mock.patch.object(kernel, "dequantize", side_effect=lambda *a: calls.append(a) or kernel_fn(*a)):
+        calls = []
+
+        def counted(*a, calls=calls, kernel_fn=kernel.dequantize):
+            return calls.append(a) or kernel_fn(*a)
+
+        with mock.patch.object(kernel, "dequantize", side_effect=counted):
             weight = layers.dequantized_weight(layer)
         assert bool(calls) == native
         expected = mx.dequantize(layer.weight, layer.scales, layer.biases, 32, bits)

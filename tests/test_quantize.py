@@ -17,13 +17,14 @@ import pytest
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_tts.convert import main as convert_main
+from mlx_tts.layers import QuantizedConv, dequantize
 from mlx_tts.manifest import MANIFEST
 from mlx_tts.models import kokoro
 from mlx_tts.models.kokoro import KokoroPipeline
 from mlx_tts.models.kokoro.modules import BiLSTM, Conv1d, ConvTranspose1d, QuantizedBiLSTM
-from mlx_tts.layers import QuantizedConv, dequantize
 from mlx_tts.quantize import EMBEDDINGS, VALID_BITS, VALID_GROUP_SIZES, full_precision_layers, quantize_model
 from mlx_tts.utils import EMBEDDED_MODEL, ModelLoadError, load_model, save_model
+
 from tiny_csm import tiny_mlx_csm_folder
 
 QUANTIZED = (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedConv, QuantizedBiLSTM)

@@ -97,7 +97,8 @@ def detect_layout(weights: dict, config: dict, source) -> str:
         )
     raise ModelLoadError(
         f"{source}: ambiguous Kokoro checkpoint, its weights mix two layouts: PyTorch's "
-        f"({', '.join(sorted(evidence['torch'])[:3])}) and MLX-Audio's ({', '.join(sorted(evidence['mlx_audio'])[:3])}); "
+        f"({', '.join(sorted(evidence['torch'])[:3])}) and MLX-Audio's "
+        f"({', '.join(sorted(evidence['mlx_audio'])[:3])}); "
         "convert it from one source"
     )
 

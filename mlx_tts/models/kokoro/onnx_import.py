@@ -136,7 +136,7 @@ def parameter_shapes(config: dict = KOKORO_82M_CONFIG) -> dict[str, tuple]:
     rates, n_fft = gen["upsample_rates"], gen["gen_istft_n_fft"]
     linear("decoder.generator.m_source.l_linear", 9, 1)  # 8 harmonics + fundamental
     channels = gen["upsample_initial_channel"]
-    for i, (rate, k) in enumerate(zip(rates, gen["upsample_kernel_sizes"])):
+    for i, (_, k) in enumerate(zip(rates, gen["upsample_kernel_sizes"])):
         conv_transpose(f"decoder.generator.ups.{i}", channels >> i, channels >> (i + 1), k)
         out = channels >> (i + 1)
         for j, kernel in enumerate(gen["resblock_kernel_sizes"]):
