@@ -206,9 +206,9 @@ class UnitWorker:
             pieces.append(audio)
             made += len(audio)
         samples = np.concatenate(pieces)
-        audio = encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)
+        encoded = encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)
         return {"voice": voice, "lang": lang, "seconds": round(len(samples) / SAMPLE_RATE, 3),
-                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": audio}
+                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": encoded}
 
 
 # ---- progress ------------------------------------------------------------------------------------------

@@ -152,8 +152,8 @@ def mlx_audio_csm_weights(model) -> dict:
         parts = key.split(".")
         if parts[0] in heads and parts[-2] in ("q_proj", "k_proj"):
             stack = heads[parts[0]]
-            heads = stack.num_attention_heads if parts[-2] == "q_proj" else stack.num_key_value_heads
-            value = interleave_rows(value, heads)
+            n_heads = stack.num_attention_heads if parts[-2] == "q_proj" else stack.num_key_value_heads
+            value = interleave_rows(value, n_heads)
         out[f"model.{key}"] = value
     return out
 
