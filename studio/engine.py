@@ -98,7 +98,7 @@ class Engine:
             self._models.move_to_end(key)
             loaded = self._models[key]
         if model_type and loaded.model.model_type != model_type:
-            want, other = (TABS[t] for t in sorted(TABS, key=lambda t: t != model_type))
+            want, other = TABS[model_type], TABS.get(loaded.model.model_type, loaded.model.model_type)
             raise StudioError(f"{model_id!r} is a {loaded.model.model_type} model; the {want} tab needs a {want} "
                               f"model (for {other} use the {other} tab)")
         return loaded
