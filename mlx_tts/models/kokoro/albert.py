@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...activations import attention, gelu_tanh
-from ...quantize import linear  # quantized layers over many tokens run as float GEMMs on the CPU
+from ...quantize import expand_once, linear  # quantized layers over many tokens run as float GEMMs on the CPU
 
 # Hugging Face's names for the activations ALBERT checkpoints use; "gelu_new" is the tanh approximation.
 ACTIVATIONS = {"gelu_new": gelu_tanh, "gelu": nn.gelu}
@@ -113,8 +113,9 @@ class AlbertEncoder(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = linear(self.embedding_hidden_mapping_in, x)
-        for _ in range(self.num_hidden_layers):
-            x = self.layer(x)
+        with expand_once():  # the shared layer's low-precision weights expanded once, not once per application
+            for _ in range(self.num_hidden_layers):
+                x = self.layer(x)
         return x
 
 
