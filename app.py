@@ -2,7 +2,8 @@
 
 Host, port and sharing come from flags, or from Gradio's own environment variables (GRADIO_SERVER_NAME,
 GRADIO_SERVER_PORT, GRADIO_SHARE); the models from MLX_TTS_MODEL and MLX_TTS_CSM_MODEL. The mode is `public`
-on a Space (SPACE_ID is set) or with --public, `lab` otherwise (see studio/policy.py).
+on a Space (SPACE_ID is set) or with --public, `lab` otherwise (see studio/policy.py). The same server answers
+OpenAI's speech API under /v1 (studio/openai_api.py); MLX_TTS_API_KEY (or --api-key) makes it ask for a key.
 """
 
 import argparse
@@ -37,6 +38,8 @@ def parse_args(argv=None):
                    help="lab mode: the only folder the studio writes models into")
     p.add_argument("--model-dir", action="append", default=[], metavar="FOLDER",
                    help="lab mode: also load model folders from here (repeatable)")
+    p.add_argument("--api-key", default=env("MLX_TTS_API_KEY"),
+                   help="bearer key the OpenAI-compatible API (/v1) asks for; none: open")
     return p.parse_args(argv)
 
 
@@ -48,7 +51,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain `kill` is an exit too (atexit runs)
     # Gradio reads its temp dir when it is imported: point it into this run's folder unless one is given.
     os.environ.setdefault("GRADIO_TEMP_DIR", str(work.path / "gradio"))
-    from studio import build_app, launch
+    from studio import build_app, launch, openai_api
     from studio.engine import Engine
 
     policy = Policy(
@@ -61,7 +64,8 @@ def main(argv=None):
     logging.getLogger("mlx_tts.studio").info("studio: %s mode, work folder %s", policy.mode, work.path)
     engine = Engine(work_dir=work.path / "work", policy=policy)
     demo = build_app(engine, kokoro_model=args.model, csm_model=args.csm_model, max_queue=args.max_queue)
-    launch(demo, host=args.host, port=args.port, share=args.share)
+    api = openai_api.app_kwargs(engine, openai_api.ApiSettings.from_config(args, public=policy.public))
+    launch(demo, host=args.host, port=args.port, share=args.share, app_kwargs=api)
 
 
 if __name__ == "__main__":

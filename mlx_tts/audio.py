@@ -7,8 +7,10 @@ by up to WSOLA_TOLERANCE_S so that it lines up with the waveform it continues. F
 voice clean, without the "phasiness" a phase vocoder adds.
 """
 
+import io
 from math import ceil, gcd
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import soundfile as sf
@@ -18,6 +20,19 @@ from .errors import MlxTtsError
 
 SAMPLE_RATE = 24000
 WRITE_FORMATS = ("wav", "flac")
+# Formats `encode_audio` and `AudioStreamEncoder` make (OpenAI's speech API list): soundfile writes the
+# lossless ones, PyAV (ffmpeg's own libraries, inside its wheel: no system ffmpeg needed) the compressed ones.
+# format -> (PyAV container, codec); "pcm" is raw 16-bit little-endian samples, no header.
+ENCODINGS = {
+    "mp3": ("mp3", "libmp3lame"),
+    "opus": ("ogg", "libopus"),
+    "aac": ("adts", "aac"),
+    "flac": ("flac", "flac"),
+    "wav": ("wav", "pcm_s16le"),
+    "pcm": (None, None),
+}
+MEDIA_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
+               "wav": "audio/wav", "pcm": "audio/pcm"}
 SILENCE_DBFS = -60.0  # RMS below this counts as silence
 DBFS_FLOOR = -120.0  # what digital silence reports, instead of -inf
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
@@ -228,3 +243,100 @@ def time_stretch(audio, rate: float, sample_rate: int = SAMPLE_RATE) -> np.ndarr
         weight[k * hop : k * hop + frame] += window
     out, weight = out[frame // 2 : frame // 2 + out_len], weight[frame // 2 : frame // 2 + out_len]
     return out / np.maximum(weight, 1e-3)
+
+
+def _mono_float(samples) -> np.ndarray:
+    audio = _to_float(np.asarray(samples), "audio array").squeeze()
+    if audio.ndim > 1:
+        raise AudioError(f"expected mono audio, got shape {list(np.shape(samples))}")
+    return np.clip(audio.reshape(-1), -1.0, 1.0)
+
+
+def _check_encoding(fmt: str) -> str:
+    fmt = (fmt or "").lower()
+    if fmt not in ENCODINGS:
+        raise AudioError(f"can't encode audio as {fmt!r}; supported: {', '.join(ENCODINGS)}")
+    return fmt
+
+
+def encode_audio(samples, rate: int = SAMPLE_RATE, fmt: str = "wav", bit_rate: Optional[int] = None) -> bytes:
+    """Mono audio as the bytes of a file in `fmt` (one of ENCODINGS): 16-bit wav/flac/pcm by soundfile,
+    mp3/opus/aac by PyAV (at `bit_rate` bits per second, or the codec's default)."""
+    fmt = _check_encoding(fmt)
+    audio = _mono_float(samples)
+    if fmt == "pcm":
+        return (audio * 32767).round().astype("<i2").tobytes()
+    if fmt in WRITE_FORMATS:
+        buffer = io.BytesIO()
+        sf.write(buffer, audio, int(rate), format=fmt.upper(), subtype="PCM_16")
+        return buffer.getvalue()
+    buffer = io.BytesIO()
+    encoder = AudioStreamEncoder(fmt, rate, bit_rate, file=buffer)
+    encoder.write(audio)
+    encoder.close()
+    return buffer.getvalue()
+
+
+class _Sink:
+    """A write-only file for PyAV: without `seek`, muxers write a streamable file (no header rewritten at the
+    end), so each byte can be sent as soon as it is written."""
+
+    def __init__(self):
+        self._parts = []
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+class AudioStreamEncoder:
+    """Encode audio piece by piece: `write(samples)` and `close()` return the bytes ready so far, which
+    together make one file in `fmt` (wav and flac without a known length, as streamed files are).
+
+    With a `file` (a path or a seekable binary file object), the file is written there instead: seekable, so
+    the muxer also writes the headers that need the whole take (mp3's encoder delay and padding, which
+    decoders use to give back the exact length), and `write`/`close` return nothing."""
+
+    def __init__(self, fmt: str, rate: int = SAMPLE_RATE, bit_rate: Optional[int] = None, file=None):
+        import av  # imported on first use: the engine itself never needs it
+
+        self.fmt = _check_encoding(fmt)
+        self.rate = int(rate)
+        container, codec = ENCODINGS[self.fmt]
+        if file is not None and container is None:
+            raise AudioError("raw pcm has no file container; write it with encode_audio")
+        if isinstance(file, Path):
+            file = str(file)
+        self._sink = _Sink()
+        self._container = None
+        if container:
+            self._container = av.open(self._sink if file is None else file, mode="w", format=container)
+            self._stream = self._container.add_stream(codec, rate=self.rate, layout="mono")
+            if bit_rate:
+                self._stream.bit_rate = int(bit_rate)
+        self._frame = av.AudioFrame
+
+    def write(self, samples) -> bytes:
+        audio = _mono_float(samples)
+        if self._container is None:
+            return (audio * 32767).round().astype("<i2").tobytes()
+        if audio.size:
+            frame = self._frame.from_ndarray(audio[None], format="flt", layout="mono")
+            frame.sample_rate = self.rate
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        return self._sink.take()
+
+    def close(self) -> bytes:
+        """Flush the encoder and write the container's trailer."""
+        if self._container is None:
+            return b""
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+        return self._sink.take()

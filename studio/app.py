@@ -68,7 +68,8 @@ def build_app(engine: Engine = None, kokoro_model=DEFAULT_MODEL, csm_model=CSM_M
 
 
 def launch(demo: gr.Blocks, host=None, port=None, share=False, **kwargs):
+    """Serve the studio; its named endpoints are MCP tools too, at /gradio_api/mcp/."""
     # Gradio serves only its own cache and uploads; the model cache is blocked as well, whatever sits around it.
     return demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True, css=CSS,
                        theme=gr.themes.Soft(), max_file_size=MAX_FILE_SIZE, blocked_paths=[str(cache_dir())],
-                       **kwargs)
+                       mcp_server=True, **kwargs)

@@ -28,7 +28,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from mlx_tts import audio as audio_io
-from mlx_tts import quality
+from mlx_tts import captions, quality
 from mlx_tts.convert import convert
 from mlx_tts.errors import MlxTtsError
 from mlx_tts.memory import peak_rss_mb
@@ -76,7 +76,9 @@ class Take:
     chunks: list = field(default_factory=list)  # [(graphemes, phonemes, seconds)]
     elapsed_s: float = 0.0  # time spent generating; model loading is not counted
     peak_mlx_mb: float = 0.0
-    files: list = field(default_factory=list)  # [wav, flac]
+    files: list = field(default_factory=list)  # [wav, flac], and Kokoro's captions [srt, vtt]
+    words: list = field(default_factory=list)  # [captions.WordTiming] (Kokoro)
+    replaced: list = field(default_factory=list)  # words the pronunciation lexicon replaced
 
     @property
     def audio(self) -> np.ndarray:
@@ -92,10 +94,11 @@ class Take:
 
     def stats_markdown(self):
         settings = " · ".join(f"{k} `{v}`" for k, v in self.settings.items())
+        replaced = f"\n\nLexicon replaced: {', '.join(self.replaced)}" if self.replaced else ""
         return (
             f"**{self.seconds:.2f} s** of audio in {self.elapsed_s:.2f} s · real-time factor "
             f"**{self.real_time_factor:.2f}** (below 1 is faster than real time) · peak memory "
-            f"**{self.peak_mlx_mb:.0f} MB** MLX, {peak_rss_mb():.0f} MB process RSS\n\n{settings}"
+            f"**{self.peak_mlx_mb:.0f} MB** MLX, {peak_rss_mb():.0f} MB process RSS\n\n{settings}{replaced}"
         )
 
 
@@ -223,11 +226,12 @@ class Engine:
     @ui_errors
     def kokoro_takes(
         self, model_id, quantization, text, voice, lang_code, speed, split_pattern, seed, phonemes=None,
-        first_chunk_max=None, progress=None,
+        first_chunk_max=None, progress=None, lexicon=None,
     ) -> Iterator[tuple]:
         """Yield (chunk file, the take so far) per chunk, then (None, the finished take with its files).
 
-        With `phonemes`, each non-empty line is spoken as given (edited phonemes); otherwise `text` is.
+        With `phonemes`, each non-empty line is spoken as given (edited phonemes); otherwise `text` is, with
+        the pronunciation `lexicon` ({"word": "phonemes"}) applied before G2P.
         `first_chunk_max` caps the first chunk's phonemes, so that a stream starts sooner.
         Each chunk is made under the lock, so a stopped stream frees the engine once its chunk is done."""
         from mlx_tts.models.kokoro.pipeline import split_text
@@ -242,6 +246,8 @@ class Engine:
             check_text(phonemes, "phoneme text")
         pipeline = self.kokoro(model_id, quantization, lang_code, progress)
         voice = self.policy.check_voice(voice, pipeline.voices.names(), Path(pipeline.model.path))
+        if lexicon and phonemes is None:
+            pipeline = pipeline.with_lexicon(lexicon)
         if phonemes is None:
             parts = [pipeline(text, voice=voice, speed=speed, split_pattern=split_pattern,
                               first_chunk_max=first_chunk_max)]
@@ -251,7 +257,7 @@ class Engine:
                      for i, line in enumerate(lines)]
         settings = {"model": model_id, "precision": str(quantization or "full"), "voice": voice,
                     "lang": lang_code, "speed": speed, "seed": seed}
-        take = Take(settings)
+        take = Take(settings, replaced=pipeline.lexicon.matches(text))  # edited phonemes get no lexicon
         take_dir = self.new_take_dir()
         for results in parts:
             while True:
@@ -266,6 +272,7 @@ class Engine:
                     chunk = np.asarray(result.audio[0], dtype=np.float32)
                     take.elapsed_s += time.perf_counter() - start
                     take.peak_mlx_mb = max(take.peak_mlx_mb, mx.get_peak_memory() / 2**20)
+                take.words += pipeline.word_timings(result, take.seconds)
                 take.pieces.append(chunk)
                 take.chunks.append((result.graphemes, result.phonemes, len(chunk) / SAMPLE_RATE))
                 path = str(take_dir / f"chunk_{len(take.pieces):03d}.wav")
@@ -273,6 +280,7 @@ class Engine:
                 report(progress, (len(take.pieces), None), f"Chunk {len(take.pieces)}: {result.duration_s:.1f} s")
                 yield path, take
         take.files = self.write_take(take.audio, "kokoro", settings)
+        take.files += self.write_captions(take.words, take.files[0])
         yield None, take
 
     def kokoro_take(self, *args, **kwargs) -> Take:
@@ -416,6 +424,16 @@ class Engine:
         paths = [str(folder / f"{stem}.{fmt}") for fmt in ("wav", "flac")]
         for path in paths:
             audio_io.write_audio(path, audio, SAMPLE_RATE, path.rsplit(".", 1)[1])
+        return paths
+
+    @staticmethod
+    def write_captions(words: list, audio_path: str) -> list:
+        """[srt, vtt] caption files of the word timings, beside the take's audio and named like it."""
+        paths = []
+        for fmt, render in (("srt", captions.to_srt), ("vtt", captions.to_vtt)):
+            path = Path(audio_path).with_suffix(f".{fmt}")
+            path.write_text(render(words), encoding="utf-8")
+            paths.append(str(path))
         return paths
 
 

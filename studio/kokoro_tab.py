@@ -9,9 +9,11 @@ import gradio as gr
 
 from mlx_tts import ext
 from mlx_tts.g2p import LANG_CODES, script_mismatch
+from mlx_tts.lexicon import load_lexicon
 from mlx_tts.models.kokoro.pipeline import STREAM_FIRST_CHUNK
 from mlx_tts.quantize import VALID_BITS
 
+from . import longform_tab
 from .engine import MAX_TEXT_CHARS, Quantization, ui_errors
 from .policy import DEFAULT_SPLITTER, SPLITTERS
 
@@ -161,7 +163,8 @@ def build(engine, default_model: str):
                     label="Stream (plays while it is made)", streaming=True, autoplay=True, interactive=False,
                     elem_id="kokoro-stream-audio",
                 )
-                downloads = gr.File(label="Downloads (wav, flac)", file_count="multiple", interactive=False)
+                downloads = gr.File(label="Downloads (wav, flac; captions srt, vtt)", file_count="multiple",
+                                    interactive=False)
                 stats = gr.Markdown(elem_id="kokoro-stats", label="stats")
             with gr.Column(scale=2):
                 model = model_input(engine.policy, default_model)
@@ -185,6 +188,10 @@ def build(engine, default_model: str):
                 speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speed")
                 split_pattern = splitter_input(engine.policy)
                 seed = gr.Number(value=0, precision=0, label="Seed", info="same seed and settings, same audio")
+                lexicon = gr.File(label="Pronunciation lexicon (JSON or CSV)", file_types=[".json", ".csv"],
+                                  type="filepath", elem_id="kokoro-lexicon")
+                gr.Markdown('`{"word": "phonemes"}` or `word,phonemes` rows, applied before G2P for this session; '
+                            "the stats list the words it replaced.")
         gr.Examples(EXAMPLES, inputs=[text, lang], label="Example texts")
         with gr.Accordion("Phonemes and chunks", open=True):
             phonemes = gr.Textbox(
@@ -194,32 +201,65 @@ def build(engine, default_model: str):
             )
             speak_phonemes = gr.Button("Speak edited phonemes")
             table = gr.Dataframe(headers=CHUNK_HEADERS, label="Chunks", interactive=False, wrap=True)
+        longform_tab.build(engine, model, precision, voice, blend, lang, speed, seed,
+                           enabled=not engine.policy.public)  # public mode keeps its bounds
 
     def load_voices(model_id, precision):
         names, summary = engine.kokoro_voices(model_id, precision_to_quantization(precision))
         return voice_choices(names), language_update(names[0] if names else None), summary
 
-    def request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed, phonemes=None):
+    def request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed, phonemes=None,
+                lexicon_file=None):
         """The engine's arguments for these settings: the blend, when given, replaces the picked voice."""
         return dict(model_id=model_id, quantization=precision_to_quantization(precision), text=text,
                     voice=(blend or "").strip() or voice, lang_code=lang_code, speed=speed,
-                    split_pattern=split_pattern, seed=seed, phonemes=phonemes)
+                    split_pattern=split_pattern, seed=seed, phonemes=phonemes,
+                    lexicon=load_lexicon(lexicon_file) if lexicon_file else None)
 
     @ui_errors
-    def generate_take(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed,
-                      progress=gr.Progress()):
-        """Speak the text; returns the take (wav), downloads (wav, flac), its phonemes, chunk table and stats."""
+    def kokoro_generate(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed,
+                        lexicon_file=None, progress=gr.Progress()):
+        """Speak text with Kokoro-82M. Returns the take (wav), downloads (wav, flac and srt, vtt captions with
+        word timings), the phonemes (one line per chunk), a table of chunks and the take's figures.
+
+        Args:
+            model_id: Kokoro model, a Hugging Face repo id or a local folder (the studio's default if empty).
+            precision: "full precision", or "8-bit" ... "2-bit" to quantize in process.
+            text: the text to speak (at most 5000 characters); long text is cut into chunks at sentences.
+            voice: a voice name of the model, e.g. "jf_alpha" (the first letter is its language).
+            blend: a weighted voice mix such as "jf_alpha(2)+jf_nezumi(1)"; when given it replaces voice.
+            lang_code: language of the text: a, b (English), e, f, h, i, p, j (Japanese), z (Mandarin).
+            speed: speaking rate, 0.5 to 2 (1 is normal).
+            split_pattern: how the text is cut into parts before sentence splitting: "lines", "sentences",
+                "paragraphs" or "none" (in lab mode also a regular expression).
+            seed: random seed; the same seed and settings give the same audio.
+            lexicon_file: optional JSON or CSV file of {"word": "phonemes"} applied before G2P.
+        """
         note = language_note(text, lang_code)
         report_kernel_wait(progress)
         take = engine.kokoro_take(
-            **request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed), progress=progress
+            **request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed,
+                      lexicon_file=lexicon_file), progress=progress
         )
         phoneme_lines = "\n".join(p for _, p, _ in take.chunks)
         return take.files[0], take.files, phoneme_lines, chunk_rows(take), take.stats_markdown() + note
 
     @ui_errors
-    def speak_edited(model_id, precision, phonemes, voice, blend, lang_code, speed, seed, progress=gr.Progress()):
-        """Speak phonemes as given, one chunk per line; returns the take, downloads, chunk table and stats."""
+    def kokoro_phonemes(model_id, precision, phonemes, voice, blend, lang_code, speed, seed,
+                        progress=gr.Progress()):
+        """Speak Kokoro phonemes exactly as given (to fix a pronunciation), one chunk per line. Returns the take
+        (wav), downloads, a table of chunks and the take's figures.
+
+        Args:
+            model_id: Kokoro model, a Hugging Face repo id or a local folder (the studio's default if empty).
+            precision: "full precision", or "8-bit" ... "2-bit" to quantize in process.
+            phonemes: Kokoro phoneme text (misaki's symbols, as /kokoro_generate returns them), one chunk a line.
+            voice: a voice name of the model, e.g. "jf_alpha".
+            blend: a weighted voice mix such as "jf_alpha(2)+jf_nezumi(1)"; when given it replaces voice.
+            lang_code: language code of the voice (a, b, e, f, h, i, p, j, z).
+            speed: speaking rate, 0.5 to 2 (1 is normal).
+            seed: random seed; the same seed and settings give the same audio.
+        """
         take = engine.kokoro_take(
             **request(model_id, precision, "", voice, blend, lang_code, speed, None, seed, phonemes), progress=progress
         )
@@ -227,14 +267,15 @@ def build(engine, default_model: str):
 
     @ui_errors
     def stream_take(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed,
-                    progress=gr.Progress()):
+                    lexicon_file=None, progress=gr.Progress()):
         """Stream the speech chunk by chunk; the last message carries the downloads and the figures."""
         if no_stream:
             raise gr.Error(no_stream, print_exception=False)
         note = language_note(text, lang_code)
         report_kernel_wait(progress)
         takes = engine.kokoro_takes(
-            **request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed),
+            **request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed,
+                      lexicon_file=lexicon_file),
             first_chunk_max=STREAM_FIRST_CHUNK, progress=progress,
         )
         for chunk_file, take in takes:
@@ -244,15 +285,16 @@ def build(engine, default_model: str):
             else:
                 yield None, take.files, phoneme_lines, chunk_rows(take), take.stats_markdown() + note
 
-    settings = [model, precision, text, voice, blend, lang, speed, split_pattern, seed]
+    settings = [model, precision, text, voice, blend, lang, speed, split_pattern, seed, lexicon]
     engine_queue = dict(concurrency_id="engine", concurrency_limit=1)
     load.click(load_voices, [model, precision], [voice, lang, model_status], api_name="kokoro_load", **engine_queue)
     voice.change(language_update, [voice, text], lang, api_name="kokoro_voice_language", api_visibility="undocumented",
                  queue=False)
-    generate.click(generate_take, settings, [audio, downloads, phonemes, table, stats], api_name="kokoro_generate",
+    generate.click(kokoro_generate, settings, [audio, downloads, phonemes, table, stats], api_name="kokoro_generate",
                    **engine_queue)
     speak_phonemes.click(
-        speak_edited, [model, precision, phonemes, voice, blend, lang, speed, seed], [audio, downloads, table, stats],
+        kokoro_phonemes, [model, precision, phonemes, voice, blend, lang, speed, seed],
+        [audio, downloads, table, stats],
         api_name="kokoro_phonemes", **engine_queue,
     )
     streaming = stream.click(stream_take, settings, [streamed, downloads, phonemes, table, stats],

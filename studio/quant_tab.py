@@ -132,8 +132,22 @@ def build(engine, default_model: str):
         return Quantization(check_bits(bits), check_group_size(group_size), recipe)
 
     @ui_errors
-    def run_comparison(model_id, bits, group_size, recipe, text, voice, lang_code, seed, runs, progress=gr.Progress()):
-        """Quantize, then compare with full precision: table, A/B audio, measures, spectrograms, history plot."""
+    def quant_compare(model_id, bits, group_size, recipe, text, voice, lang_code, seed, runs, progress=gr.Progress()):
+        """Quantize a Kokoro model and measure what it costs against full precision on the same text, voice and
+        seed. Returns a table (size on disk and in memory, load time, real-time factor, peak memory), the full
+        precision (A) and quantized (B) takes as wav, quality measures (log-mel distance, SNR, length and
+        phoneme-duration agreement), log-mel spectrograms and log-mel distance against bits over the session.
+
+        Args:
+            model_id: Kokoro model to quantize, a Hugging Face repo id or a local folder.
+            bits: bits per weight: 2, 3, 4, 5, 6 or 8.
+            group_size: weights sharing one scale and bias: 32, 64 or 128.
+            recipe: which layers to quantize: "uniform", "mixed" (sensitive ones at 8 bits), "keep-embeddings".
+            text: the text both takes speak.
+            voice: a voice name of the model, e.g. "jf_alpha".
+            lang_code: language of the text (a, b, e, f, h, i, p, j, z).
+            seed: random seed shared by both takes.
+        """
         q = quantization(bits, group_size, recipe)
         result = engine.quantize_and_compare(model_id, q, text, voice, lang_code, seed, progress)
         runs = runs + [[q.bits, round(result["log_mel_distance_db"], 3), str(q.group_size), q.recipe]]
@@ -169,7 +183,7 @@ def build(engine, default_model: str):
     voice.change(language_update, voice, lang, api_name="quant_voice_language",
                  api_visibility="undocumented", queue=False)
     compare.click(
-        run_comparison,
+        quant_compare,
         [model, bits, group_size, recipe, text, voice, lang, seed, history],
         [table, reference_audio, candidate_audio, measures, spectrograms, history_plot, history],
         api_name="quant_compare",

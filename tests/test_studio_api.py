@@ -58,9 +58,11 @@ def test_kokoro_generate_gives_audio_downloads_phonemes_chunks_and_stats(kokoro_
     assert rate == 24000
     assert 0.3 < len(audio) / rate < 5
     assert np.sqrt(np.mean(audio**2)) > 0.005, "the take is silent"
-    assert sorted(Path(p).suffix for p in downloads) == [".flac", ".wav"]
+    assert sorted(Path(p).suffix for p in downloads) == [".flac", ".srt", ".vtt", ".wav"]
     flac, _ = read_audio(next(p for p in downloads if p.endswith(".flac")))
     assert len(flac) == len(audio)
+    srt = Path(next(p for p in downloads if p.endswith(".srt"))).read_text(encoding="utf-8")
+    assert srt.startswith("1\n00:00:") and TEXT in srt
     assert phonemes.strip()
     assert chunks["headers"] == ["#", "text", "phonemes", "seconds"]
     assert [row[1] for row in chunks["data"]] == [TEXT]
@@ -79,6 +81,18 @@ def test_kokoro_edited_phonemes_are_spoken(client, kokoro_take):
     assert "real-time factor" in stats
 
 
+def test_kokoro_lexicon_upload_replaces_words_and_says_which(client, kokoro_take, work_dir):
+    lexicon = work_dir / "lexicon.csv"
+    lexicon.write_text("word,phonemes\n今日,kʲoːkʲoː\n", encoding="utf-8")
+    _, _, phonemes, _, stats = kokoro_generate(client, text="今日は。", lexicon_file=handle_file(str(lexicon)))
+    assert "kʲoːkʲoː" in phonemes
+    assert "Lexicon replaced: 今日" in stats
+    bad = work_dir / "bad.json"
+    bad.write_text('{"word": ', encoding="utf-8")
+    with pytest.raises(AppError, match="not valid JSON"):
+        kokoro_generate(client, lexicon_file=handle_file(str(bad)))
+
+
 @needs_ffmpeg
 def test_kokoro_stream_yields_chunks_then_downloads(client):
     job = client.submit(text="あ。\nい。", voice=VOICE, lang_code="j", seed=0,
@@ -88,7 +102,7 @@ def test_kokoro_stream_yields_chunks_then_downloads(client):
     *_, last = outputs
     _, downloads, phonemes, chunks, stats = last
     assert len(chunks["data"]) == 2 and len(phonemes.splitlines()) == 2
-    assert sorted(Path(p).suffix for p in downloads) == [".flac", ".wav"]
+    assert sorted(Path(p).suffix for p in downloads) == [".flac", ".srt", ".vtt", ".wav"]
     assert "real-time factor" in stats
 
 
@@ -130,11 +144,12 @@ def test_kokoro_bad_input_gives_a_clear_message_and_the_server_keeps_serving(cli
 
 
 def test_a_backtracking_split_pattern_is_refused_while_the_server_keeps_answering(client):
+    second = Client(client.src, verbose=False)  # connected beforehand: connecting takes longer than the 1 s limit
     job = client.submit(text="a" * 5000, voice=VOICE, lang_code="j", split_pattern="(a+)+b", api_name="/kokoro_generate")
     while job.status().code not in (Status.PROCESSING, Status.FINISHED):
         time.sleep(0.02)
     # A second client while the first request's pattern runs (for 1 s, then it is stopped): it is answered first.
-    assert Client(client.src, verbose=False).predict("jm_kumo", api_name="/kokoro_voice_language") == "j"
+    assert second.predict("jm_kumo", "こんにちは。", api_name="/kokoro_voice_language") == "j"
     assert not job.done()
     with pytest.raises(AppError) as error:
         job.result()

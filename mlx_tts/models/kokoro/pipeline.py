@@ -5,6 +5,7 @@ under the model's phoneme limit. A sentence that alone passes the limit is cut a
 word boundaries, so no text is dropped.
 """
 
+import copy
 import logging
 import re
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ import mlx.core as mx
 import regex
 
 from ...audio import check_take
+from ...captions import align_words, phoneme_word_spans, shift
 from ...errors import MlxTtsError
 from ...g2p import LANG_CODES, get_g2p, script_mismatch
+from ...lexicon import Lexicon, LexiconError
 from .voices import VoiceBank, style_for_length
 
 logger = logging.getLogger("mlx_tts")
@@ -96,6 +99,7 @@ class KokoroPipeline:
         self.model = model
         self.voices = VoiceBank(model.path)
         self._g2p = None
+        self.lexicon = Lexicon({})
 
     @property
     def g2p(self):
@@ -104,7 +108,30 @@ class KokoroPipeline:
         return self._g2p
 
     def phonemize(self, text: str) -> str:
+        if self.lexicon:
+            return self.lexicon.phonemize(text, lambda part: self.g2p(part)[0])
         return self.g2p(text)[0]
+
+    def with_lexicon(self, lexicon) -> "KokoroPipeline":
+        """This pipeline (same model, voices and G2P) with a pronunciation lexicon `{"word": "phonemes"}`
+        applied before G2P. A copy, so that concurrent requests with other lexicons don't meet."""
+        lexicon = lexicon if isinstance(lexicon, Lexicon) else Lexicon(lexicon or {})
+        for word, phonemes in lexicon.entries.items():
+            unknown = sorted({c for c in phonemes if c not in self.model.vocab and not c.isspace()})
+            if unknown:
+                raise LexiconError(f"lexicon entry {word!r}: the model doesn't know the symbols {' '.join(unknown)}")
+        view = copy.copy(self)
+        view.lexicon = lexicon
+        return view
+
+    def word_timings(self, result: "Result", offset_s: float = 0.0) -> list:
+        """[captions.WordTiming] for each word of a chunk's text, from its predicted durations; `offset_s`
+        is the chunk's start in the take."""
+        if result.durations is None:
+            return []
+        spans = phoneme_word_spans(result.phonemes, result.durations, self.model.vocab,
+                                   self.model.frame_size / self.sample_rate)
+        return shift(align_words(result.graphemes, spans, self.phonemize), offset_s)
 
     def __call__(
         self,
