@@ -128,4 +128,7 @@ class Albert(nn.Module):
         self.encoder = AlbertEncoder(args)
 
     def __call__(self, input_ids: mx.array) -> mx.array:
-        return self.encoder(self.embeddings(input_ids))
+        x = self.embeddings(input_ids)
+        if mx.default_device() == mx.cpu:  # a half-precision model's layer runs in float32: MLX's CPU ops are
+            x = x.astype(mx.float32)  # slow in bfloat16, and its weights are widened for the GEMMs anyway
+        return self.encoder(x)
