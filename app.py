@@ -12,8 +12,12 @@ import os
 import signal
 import sys
 
-from mlx_tts.utils import DEFAULT_MODEL
-from studio.policy import CSM_MODEL, Policy, WorkArea, allowed_models_from_env, default_mode  # no Gradio yet
+import mlx_tts
+
+mlx_tts.accelerate()  # first: before anything imports mlx.core
+
+from mlx_tts.utils import DEFAULT_MODEL  # noqa: E402
+from studio.policy import CSM_MODEL, Policy, WorkArea, allowed_models_from_env, default_mode  # noqa: E402  (no Gradio yet)
 
 
 def parse_args(argv=None):

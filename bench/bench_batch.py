@@ -63,7 +63,9 @@ def settings(model, voice):
 
 def measure_one(config: str, rows_path: Path, model: str, voice: str) -> dict:
     """Run one configuration in this process; returns its figures."""
-    import mlx_tts  # noqa: F401  (its BLAS set-up runs before mlx.core is imported)
+    import mlx_tts
+
+    mlx_tts.accelerate()  # before mlx.core is imported: the CPU BLAS
     from mlx_tts.batch import run_batch
     from mlx_tts.longform_input import read_input
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tts import cpu_blas  # noqa: E402  (must load the BLAS before mlx.core)
+import mlx_tts  # noqa: E402
 
-cpu_blas.enable()
+mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
 
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
@@ -83,7 +83,7 @@ def run_worker(precision: str, frames: int, warmup: int, prompt: int) -> dict:
         precision=precision, frames=frames, prompt=prompt, build_s=build_s, prefill_s=prefill_s,
         backbone_ms=backbone_ms, decoder_ms=decoder_ms, frame_ms=backbone_ms + decoder_ms,
         rtf=(backbone_ms + decoder_ms) / FRAME_MS, peak_rss_mb=peak_rss_mb(),
-        peak_mlx_mb=mx.get_peak_memory() / 2**20, blas=cpu_blas.active() or "reference (mlx-cpu wheel)",
+        peak_mlx_mb=mx.get_peak_memory() / 2**20, blas=mlx_tts.accelerate().blas or "reference (mlx-cpu wheel)",
     )
 
 

@@ -87,9 +87,9 @@ def require(module: str, install: str):
 
 
 def load_ours(job, stream=False):
-    from mlx_tts import cpu_blas
+    import mlx_tts
 
-    cpu_blas.enable()  # before mlx.core, as the engine does
+    mlx_tts.accelerate()  # before mlx.core, as the engine's applications do
     import mlx.core as mx
     import numpy as np
 
@@ -114,9 +114,9 @@ def load_ours(job, stream=False):
 
 def load_mlx_audio(job):
     require("mlx_audio", "pip install mlx-audio==0.6.2")
-    from mlx_tts import cpu_blas
+    import mlx_tts
 
-    cpu_blas.enable()  # the same BLAS as ours
+    mlx_tts.accelerate()  # the same BLAS as ours
     import mlx.core as mx
     import numpy as np
     from mlx_audio.tts.utils import load_model
@@ -134,9 +134,10 @@ def load_mlx_audio(job):
 
 def load_torch(job):
     require("kokoro", "pip install --no-deps kokoro==0.9.4")
-    import kokoro_reference
     import torch
     from safetensors.numpy import load_file
+
+    import kokoro_reference
 
     torch.set_num_threads(job["threads"])
     model = kokoro_reference.build_kmodel(
@@ -270,7 +271,6 @@ def prepare(job: dict) -> dict:
     token ids and voice style row, as the ONNX graphs and PyTorch take them."""
     import hashlib
 
-    import kokoro_reference
     import numpy as np
     import onnx
     from safetensors.numpy import save_file
@@ -278,6 +278,8 @@ def prepare(job: dict) -> dict:
     from mlx_tts.models.kokoro.embedded import embedded_config, embedded_onnx_path
     from mlx_tts.models.kokoro.onnx_import import float_onnx_graph, state_dict_from_onnx
     from mlx_tts.utils import EMBEDDED_MODEL, cache_dir, load_model
+
+    import kokoro_reference
 
     int8_onnx = embedded_onnx_path()
     folder = cache_dir() / "bench" / hashlib.sha256(int8_onnx.read_bytes()).hexdigest()[:12]

@@ -16,7 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tts import manifest  # noqa: E402  (mlx_tts first: it loads the CPU BLAS before MLX)
+import mlx_tts  # noqa: E402
+
+mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
+
+from mlx_tts import manifest  # noqa: E402
 from mlx_tts.utils import EMBEDDED_MODEL, load_mlx_folder, load_model, resolve_model_path  # noqa: E402
 
 

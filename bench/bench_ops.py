@@ -1,7 +1,7 @@
 """Per-op speed of Kokoro's decoder convolutions on the CPU: MLX's own vs ours vs PyTorch.
 
     python bench/bench_ops.py                 # shapes for 3 s of audio, every implementation
-    python bench/bench_ops.py --seconds 10 --skip-native --repeats 9
+    python bench/bench_ops.py --seconds 10 --skip-mlx --repeats 9
 
 Rows are the distinct convolutions of Kokoro's iSTFTNet generator (upsamplers, resblock convs, noise convs,
 conv_post) at the lengths they have for `--seconds` of audio, plus float32 GEMM / GEMV rows for the BLAS.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tts import cpu_blas  # noqa: E402  (must load the BLAS before mlx.core)
+import mlx_tts  # noqa: E402
 
-cpu_blas.enable()
+mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
 
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -66,7 +66,7 @@ def median_times(runners: dict, repeats: dict) -> dict:
 
 
 def mlx_runner(path: str, kind, x, w, stride, padding, extra):
-    choice = {"kernel": "auto", "mlx-ops": "mlx-ops", "mlx": "native"}[path]
+    choice = {"kernel": "auto", "mlx-ops": "mlx-ops", "mlx": "mlx"}[path]
     op = conv.conv_transpose1d if kind == "T" else conv.conv1d
 
     def run():
@@ -142,14 +142,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="audio length that sets the shapes")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-native", action="store_true", help="skip mx.conv1d (seconds per dilated conv)")
+    parser.add_argument("--skip-mlx", action="store_true", help="skip MLX's own mx.conv1d (seconds per dilated conv)")
     parser.add_argument("--skip-torch", action="store_true")
     args = parser.parse_args()
 
     paths = ["kernel"] if ext.cpu_kernels() is not None else []
-    paths += ["mlx-ops"] + ([] if args.skip_native else ["mlx"])
+    paths += ["mlx-ops"] + ([] if args.skip_mlx else ["mlx"])
     columns = paths + ([] if args.skip_torch else ["torch"])
-    print(f"BLAS: {cpu_blas.active() or 'reference (mlx-cpu wheel)'}; native kernel: {ext.cpu_kernels() is not None}")
+    blas = mlx_tts.accelerate().blas or "reference (mlx-cpu wheel)"
+    print(f"BLAS: {blas}; native kernel: {ext.cpu_kernels() is not None}")
     print(f"Kokoro generator convolutions for {args.seconds:g} s of audio; GFLOP/s (higher is better)\n")
     print("| op | T in | GFLOP | count | " + " | ".join(columns) + " |")
     print("|---|---|---|---|" + "---|" * len(columns))
@@ -159,7 +160,10 @@ def main():
         x = mx.random.normal((1, t, c_in))
         w = mx.random.normal((c_out, k, c_in)) * (c_in * k) ** -0.5
         mx.eval(x, w)
-        t_out = (t - 1) * stride - 2 * padding + k + extra if kind == "T" else (t + 2 * padding - extra * (k - 1) - 1) // stride + 1
+        if kind == "T":
+            t_out = (t - 1) * stride - 2 * padding + k + extra
+        else:
+            t_out = (t + 2 * padding - extra * (k - 1) - 1) // stride + 1
         flops = 2 * (t if kind == "T" else t_out) * c_in * c_out * k
         runners = {
             column: torch_runner(kind, x, w, stride, padding, extra)

@@ -37,16 +37,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tts import cpu_blas, quality  # noqa: E402  (mlx_tts first: it loads the CPU BLAS before MLX)
+import mlx_tts  # noqa: E402
 
-import bench_csm  # noqa: E402
+mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
+
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
+from mlx_tts import quality  # noqa: E402
 from mlx_tts.models.csm import make_sampler  # noqa: E402
 from mlx_tts.quantize import CODEC, VALID_BITS, VALID_GROUP_SIZES, quantize_model  # noqa: E402
 from mlx_tts.utils import EMBEDDED_MODEL, load_model, save_model  # noqa: E402
+
+import bench_csm  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16", *(f"{b}bit" for b in sorted(VALID_BITS, reverse=True)), "mixed-4bit")
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away into the quiet forest."
@@ -223,7 +227,7 @@ def main(argv=None):
                 lines += [title, ""]
                 lines += csm_table(rows)
             lines.append("")
-    lines.append(f"Group size {args.group_size}. BLAS: {cpu_blas.active() or 'reference (mlx-cpu wheel)'}; "
+    lines.append(f"Group size {args.group_size}. BLAS: {mlx_tts.accelerate().blas or 'reference (mlx-cpu wheel)'}; "
                  f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores.")
     print("\n".join(lines))
     if args.out:

@@ -22,10 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlx_tts import quality  # noqa: E402  (mlx_tts first: it loads the CPU BLAS before MLX)
+import mlx_tts  # noqa: E402
+
+mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
 
 import mlx.nn as nn  # noqa: E402
 
+from mlx_tts import quality  # noqa: E402
 from mlx_tts.quantize import quantize_model, takes_group_size  # noqa: E402
 from mlx_tts.utils import EMBEDDED_MODEL, load_model  # noqa: E402
 
@@ -62,7 +65,9 @@ def candidates(bits: int) -> dict:
         "uniform": lambda m: quantize_model(m, m.config, 64, bits, "uniform"),
         "mixed": lambda m: quantize_model(m, m.config, 64, bits, "mixed"),
         "mlx-audio, ALBERT 8-bit": lambda m: nn.quantize(m, 64, bits, class_predicate=mlx_audio_layers(albert_bits=8)),
-        "mlx-audio, ALBERT only": lambda m: nn.quantize(m, 64, bits, class_predicate=mlx_audio_layers(only_albert=True)),
+        "mlx-audio, ALBERT only": lambda m: nn.quantize(
+            m, 64, bits, class_predicate=mlx_audio_layers(only_albert=True)
+        ),
         "uniform, ALBERT 8-bit": lambda m: quantize_model(m, m.config, 64, bits, [(ALBERT, 8)]),
         "convs+lstms only": lambda m: nn.quantize(m, 64, bits, class_predicate=ours_only_convs_and_lstms),
     }
@@ -87,7 +92,8 @@ def main(argv=None):
             quantize(model)
             report = quality.compare_takes(float_take, quality.kokoro_take(model, args.text, args.voice, seed=seed))
             durations = report["durations"]
-            print(f"| {name} | {seed} | {report['log_mel_distance_db']:.2f} | {report['aligned_log_mel_distance_db']:.2f} "
+            print(f"| {name} | {seed} | {report['log_mel_distance_db']:.2f} "
+                  f"| {report['aligned_log_mel_distance_db']:.2f} "
                   f"| {durations['frames_candidate']} ({durations['frames_reference']}) "
                   f"| {durations['tokens_equal']:.0%} |", flush=True)
 

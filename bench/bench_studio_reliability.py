@@ -30,9 +30,9 @@ from gradio_client.utils import Status
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
-from studio_server import start_studio, stop_studio  # noqa: E402
-
 from mlx_tts.cache import cache_dir  # noqa: E402
+
+from studio_server import start_studio, stop_studio  # noqa: E402
 
 VOICE, LANG = "jf_alpha", "a"
 SUBJECTS = ["The river", "A small cat", "The old train", "My neighbour", "The market", "A paper kite", "The lighthouse",

@@ -1,16 +1,30 @@
 """MLX text-to-speech: Kokoro-82M and Sesame CSM-1B.
 
-First thing, before anything imports `mlx.core`: on Linux's mlx-cpu build, point MLX's GEMMs at an optimized
-BLAS (see `mlx_tts.cpu_blas`; `MLX_TTS_BLAS=off` disables it). And on glibc, keep freed activations from
-staying resident (see `mlx_tts.malloc`).
+Importing the package changes nothing process-wide and loads no MLX. Applications call `mlx_tts.accelerate()`
+first thing, before anything imports `mlx.core`: on Linux's mlx-cpu build it points MLX's GEMMs at an
+optimized BLAS, and on glibc it keeps freed activations from staying resident (`mlx_tts.acceleration`).
 """
 
-from . import cpu_blas, malloc
+from .acceleration import Acceleration, accelerate
 
-cpu_blas.enable()
-malloc.fix_mmap_threshold()
+DEFAULT_MODEL = "prince-canuma/Kokoro-82M"  # what load_model() loads when given nothing
+EMBEDDED_MODEL = "embedded:kokoro-82m"  # the Kokoro-82M assembled offline from PyPI packages
 
-from .quantize import quantize_model  # noqa: E402
-from .utils import DEFAULT_MODEL, EMBEDDED_MODEL, load_model, save_model  # noqa: E402
+_LAZY = {  # name -> module: loaded on first use, so that `import mlx_tts` does not import mlx.core
+    "load_model": "utils",
+    "save_model": "utils",
+    "quantize_model": "quantize",
+}
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODEL", "load_model", "quantize_model", "save_model"]
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Acceleration", "DEFAULT_MODEL", "EMBEDDED_MODEL", "accelerate", "load_model", "quantize_model", "save_model"
+]

@@ -9,14 +9,15 @@
 - `sin(x)`, `cos(x)`, `exp(x)`: the elementwise functions (Kokoro's harmonic source and inverse STFT).
 - `attention(q, k, v, scale)`: unmasked scaled dot-product attention over [B, heads, L, head_dim].
 
-MLX's CPU `sin` is scalar: one Snake over [14400, 128] (3 s of audio) takes ~80 ms, and the generator runs
-48 of them, more time than all its convolutions; its instance norm is four single-threaded passes. On the
-CPU in float32 the native kernels (`mlx_tts.ext`, SIMD and multithreaded) do Snake in under 1 ms and the
-fused AdaIN + Snake in two passes; elsewhere (GPU, other dtypes, no compiler, `MLX_TTS_EXT=off`) these are
-compiled MLX expressions. Likewise MLX's CPU exp and tanh are scalar (~10 ns per element): in ALBERT the
-softmax of the attention scores and the GELU took longer than all the matmuls; on the CPU in float32 the
-native softmax and GELU are vectorized, and attention runs as two matmuls around that softmax (MLX's fused
-attention is a Metal/CUDA kernel; on the CPU it falls back to the same three steps with MLX's softmax).
+MLX's CPU `sin` is scalar, and the generator runs 48 Snakes: they took more time than all its convolutions;
+its instance norm is four single-threaded passes. On the CPU in float32 the native kernels (`mlx_tts.ext`,
+SIMD and multithreaded) do Snake in one pass and the fused AdaIN + Snake in two; elsewhere (GPU, other dtypes, no
+compiler, `MLX_TTS_EXT=off`) these are compiled MLX expressions. Likewise MLX's CPU exp and tanh are scalar:
+in ALBERT the softmax of the attention scores and the GELU took longer than all the matmuls; on the CPU in
+float32 the native softmax and GELU are vectorized, and attention runs as two matmuls around that softmax
+(MLX's fused attention is a Metal/CUDA kernel; on the CPU it falls back to the same three steps with MLX's
+softmax).
+Figures: bench/README.md.
 """
 
 import mlx.core as mx

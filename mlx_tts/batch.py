@@ -20,6 +20,11 @@ Exit status: 0 when every unit is done, else the number of failed units (at most
 could not start (unreadable input, a model that does not load).
 """
 
+if __name__ == "__main__":  # the command line: set up the process before the imports below load mlx.core
+    import mlx_tts
+
+    mlx_tts.accelerate()
+
 import argparse
 import hashlib
 import json
@@ -37,10 +42,10 @@ from typing import Callable, Optional
 import numpy as np
 import soundfile as sf
 
+from . import DEFAULT_MODEL, accelerate  # neither loads MLX: an actor's process sets itself up first
 from .audio import SAMPLE_RATE, AudioStreamEncoder, encode_audio
 from .errors import MlxTtsError
 from .longform_input import SUFFIXES, InputError, Unit, file_stem, read_input
-from .utils import DEFAULT_MODEL
 
 logger = logging.getLogger("mlx_tts")
 
@@ -152,7 +157,9 @@ class UnitWorker:
         self.settings, self.model, self.pipelines = settings, model, {}
 
     def ready(self) -> dict:
-        """Load the model (once); then say where this worker runs."""
+        """Load the model (once); then say where this worker runs. A Ray actor's process is set up here, as an
+        application is, before anything in it imports mlx.core (a no-op where that was done already)."""
+        accelerate()
         from .utils import load_model
 
         if self.model is None:
@@ -198,8 +205,9 @@ class UnitWorker:
             cues.append([round(made / SAMPLE_RATE, 3), round((made + len(piece)) / SAMPLE_RATE, 3), graphemes])
             made += len(piece)
         samples = take.audio
+        audio = encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)
         return {"voice": voice, "lang": lang, "seconds": round(len(samples) / SAMPLE_RATE, 3),
-                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)}
+                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": audio}
 
 
 # ---- progress ------------------------------------------------------------------------------------------

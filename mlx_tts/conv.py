@@ -4,8 +4,8 @@ Every model routes its convolutions through these two functions, so that the fas
 device is chosen here, in one place:
 
 - GPU (Metal, CUDA): MLX's own `mx.conv1d` / `mx.conv_transpose1d`.
-- CPU, groups == 1: MLX's CPU convolutions are slow for dilated and strided kernels (seconds for one Kokoro
-  resblock conv). In float32 they run in native MLX primitives (`mlx_tts.ext`) when those could be built:
+- CPU, groups == 1: MLX's CPU convolutions are slow for dilated and strided kernels (figures in
+  bench/README.md). In float32 they run in native MLX primitives (`mlx_tts.ext`) when those could be built:
   a direct AVX-512 kernel that sums every tap in registers for long inputs, else one strided BLAS GEMM per
   tap accumulating in place; both multithreaded. Otherwise each tap is one MLX matmul
   (`conv1d_matmul`, `conv_transpose1d_matmul`).
@@ -20,15 +20,21 @@ normalized copy of the input in memory, the output in the residual's buffer when
 are the plain MLX ops.
 
 `MLX_TTS_CONV` overrides the choice on the CPU: `auto` (default), `mlx-ops` (MLX-op rewrites only) or
-`native` (MLX's own convolutions everywhere).
+`mlx` (MLX's own convolutions everywhere; formerly `native`, still read with a deprecation warning: "native"
+names the C++ kernels everywhere else).
 """
 
+import logging
 import os
 
 import mlx.core as mx
 
 from . import ext
 from .activations import adain_snake
+
+logger = logging.getLogger("mlx_tts")
+_CHOICES = ("auto", "mlx-ops", "mlx")
+_warned_native = False
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, residual=None, input_adain=None):
@@ -88,12 +94,18 @@ def _float32(a):
 
 
 def _cpu_path(x, weight, bias, groups, *operands) -> str:
-    """"kernel" (native primitive), "mlx-ops" (tap GEMMs as MLX ops) or "native" (mx.conv*)."""
+    """"kernel" (native primitive), "mlx-ops" (tap GEMMs as MLX ops) or "mlx" (mx.conv*)."""
+    global _warned_native
     choice = os.environ.get("MLX_TTS_CONV", "auto")
-    if choice not in ("auto", "mlx-ops", "native"):
-        raise ValueError(f"MLX_TTS_CONV must be auto, mlx-ops or native, not {choice!r}")
-    if choice == "native" or groups != 1 or mx.default_device() != mx.cpu:
-        return "native"
+    if choice == "native":
+        if not _warned_native:
+            logger.warning("MLX_TTS_CONV=native is deprecated: it is now MLX_TTS_CONV=mlx (MLX's own convolutions)")
+            _warned_native = True
+        choice = "mlx"
+    if choice not in _CHOICES:
+        raise ValueError(f"MLX_TTS_CONV must be {', '.join(_CHOICES)}, not {choice!r}")
+    if choice == "mlx" or groups != 1 or mx.default_device() != mx.cpu:
+        return "mlx"
     arrays = [a for a in (x, weight, bias, *operands) if a is not None]
     if choice == "auto" and ext.kernels_for(*arrays) is not None:
         return "kernel"

@@ -5,6 +5,11 @@
     python -m mlx_tts.convert --from-onnx kokoro-v1.0.int8.onnx --voices voices-v1.0.bin -o kokoro-from-onnx
 """
 
+if __name__ == "__main__":  # the command line: set up the process before the imports below load mlx.core
+    import mlx_tts
+
+    mlx_tts.accelerate()
+
 import argparse
 import json
 import logging

@@ -1,11 +1,11 @@
 """An optimized BLAS for the `mlx-cpu` build of MLX on Linux.
 
-The `mlx-cpu` wheel links libmlx against the netlib reference BLAS (~6 GFLOP/s for a float32 GEMM on a
-modern core). libmlx takes only `cblas_sgemm`, `cblas_dgemm` and `cblas_cgemm` from it, and Python loads
-extension modules with RTLD_NOW, so these symbols are bound when `mlx.core` is imported, looking first in
-the process's global symbol scope. `enable()` puts a library that exports them there (ctypes with
+The `mlx-cpu` wheel links libmlx against the netlib reference BLAS, which is far slower than an optimized one
+(figures in `bench/README.md`). libmlx takes only `cblas_sgemm`, `cblas_dgemm` and `cblas_cgemm` from it, and
+Python loads extension modules with RTLD_NOW, so these symbols are bound when `mlx.core` is imported, looking
+first in the process's global symbol scope. `enable()` puts a library that exports them there (ctypes with
 RTLD_GLOBAL), which redirects every MLX matmul and convolution GEMM to it: no LD_PRELOAD, no re-exec.
-It must therefore run before the first `import mlx.core`; `mlx_tts/__init__.py` calls it first thing.
+It must therefore run before the first `import mlx.core`; `mlx_tts.accelerate()` calls it.
 
 Which library (`MLX_TTS_BLAS`):
 - `auto` (default): OpenBLAS from the `scipy-openblas32` wheel (a requirement on Linux). Its symbols carry
@@ -18,15 +18,15 @@ Which library (`MLX_TTS_BLAS`):
 Nothing happens off Linux, when a CUDA build of MLX (`mlx-cuda-12` / `mlx-cuda-13`) is installed (its
 default device is the GPU, whose kernels never call a CPU BLAS), or when `mlx.core` was imported first.
 
-Threads: OpenBLAS splits a GEMM statically over its threads, so on a machine shared with other work
-(2 cores, several busy processes) a 2-thread OpenBLAS made mid-sized GEMVs (1 x 1024 x 1024) 100x slower
-(median), while on a quiet machine 2 threads are 2x faster for GEMMs and GEMVs alike. So OpenBLAS itself
-runs single-threaded, and the shim cuts large sgemm calls into blocks that a small thread pool takes
-one at a time (`ext/blas_shim.c`; `MLX_TTS_THREADS` threads, default: the CPUs this process may use): a
-thread that gets no CPU time just takes fewer blocks. With `OPENBLAS_NUM_THREADS` set, OpenBLAS threads
-as told instead. A system OpenBLAS (no shim) runs single-threaded unless that variable says otherwise.
-On CPUs with AVX-512, `OPENBLAS_CORETYPE` defaults to `SkylakeX` (its AVX-512 kernels): OpenBLAS 0.3.34
-does not recognize AMD Zen 5 and would run its AVX2 kernels at half the speed.
+Threads: OpenBLAS splits a GEMM statically over its threads, so on a machine shared with other work a
+multi-threaded OpenBLAS stalls whenever one of its threads gets no CPU time. So OpenBLAS itself runs
+single-threaded, and the shim cuts large sgemm calls into blocks that a small thread pool takes one at a time
+(`ext/blas_shim.c`; `MLX_TTS_THREADS` threads, default: the CPUs this process may use): a thread that gets no
+CPU time just takes fewer blocks. With `OPENBLAS_NUM_THREADS` set, OpenBLAS threads as told instead. A system
+OpenBLAS (no shim) runs single-threaded unless that variable says otherwise.
+On CPUs with AVX-512, `OPENBLAS_CORETYPE` is `SkylakeX` (its AVX-512 kernels) while the library loads, unless
+set: OpenBLAS 0.3.34 does not recognize AMD Zen 5 and would run its AVX2 kernels. The variable is restored
+afterwards, so child processes inherit the environment as it was.
 """
 
 import ctypes
@@ -45,6 +45,7 @@ _CUDA_BUILDS = ("mlx-cuda-12", "mlx-cuda-13", "mlx-cuda")
 _active = None
 _decided = False
 _shim = None  # path of the compiled scipy-openblas32 shim, once built
+_note = ""
 
 
 def active():
@@ -52,23 +53,31 @@ def active():
     return _active
 
 
+def note() -> str:
+    """Why `enable()` chose what it did (empty before it ran)."""
+    return _note
+
+
 def enable():
-    """Load the BLAS chosen by `MLX_TTS_BLAS` into the global symbol scope (once); return its path or None."""
-    global _active, _decided
+    """Load the BLAS chosen by `MLX_TTS_BLAS` into the global symbol scope (once); return its path or None.
+
+    `mlx_tts.accelerate()` calls this; it must run before `import mlx.core`."""
+    global _active, _decided, _note
     if _decided:
         return _active
     _decided = True
     choice = os.environ.get("MLX_TTS_BLAS", "auto").strip()
-    if choice.lower() == "off" or not _applies():
+    if choice.lower() == "off":
+        _note = "MLX_TTS_BLAS=off: MLX's bundled BLAS"
+        return None
+    skipped = _not_applicable()
+    if skipped:
+        _note = skipped
         return None
     paths = [choice] if choice.lower() != "auto" else _candidates()
-    if "OPENBLAS_CORETYPE" not in os.environ and _has_avx512():
-        # OpenBLAS 0.3.34 does not recognize every AVX-512 CPU (AMD Zen 5 among them) and then runs its
-        # AVX2 (Haswell) kernels: float32 GEMM measured 255 -> 480 GFLOP/s on 2 Zen 5 cores with this.
-        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
     for path in paths:
         try:
-            library = ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL)
+            library = _load_global(str(path))
         except OSError as e:
             logger.warning("MLX_TTS_BLAS: cannot load %s (%s)", path, e)
             continue
@@ -80,8 +89,12 @@ def enable():
         if single and hasattr(library, "openblas_set_num_threads"):
             library.openblas_set_num_threads(1)
         _active = str(path)
+        _note = "MLX_TTS_BLAS=" + ("auto" if choice.lower() == "auto" else "path") + (
+            ": scipy-openblas32 through the shim" if path == _shim else ""
+        )
         logger.debug("MLX CPU BLAS: %s", _active)
         return _active
+    _note = "no optimized BLAS could be loaded (see the warnings): MLX's bundled BLAS"
     logger.warning(
         "no optimized BLAS for MLX: its matmuls stay ~40x slower. Install a C compiler (for the "
         "scipy-openblas32 shim) or Debian's libopenblas0-pthread, or set MLX_TTS_BLAS=off to silence this"
@@ -89,22 +102,41 @@ def enable():
     return None
 
 
+def _load_global(path: str):
+    """`ctypes.CDLL(path, RTLD_GLOBAL)`, with `OPENBLAS_CORETYPE` set for OpenBLAS's start-up only (restored)."""
+    previous = os.environ.get("OPENBLAS_CORETYPE")
+    if previous is None and _has_avx512():
+        # OpenBLAS 0.3.34 does not recognize every AVX-512 CPU (AMD Zen 5 among them) and then runs its
+        # AVX2 (Haswell) kernels, at about half the speed; it reads the variable once, when it loads.
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    try:
+        return ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+    finally:
+        if previous is None:
+            os.environ.pop("OPENBLAS_CORETYPE", None)
+
+
 def _applies() -> bool:
+    return _not_applicable() is None
+
+
+def _not_applicable():
+    """Why the BLAS swap does not apply to this process, or None when it does."""
     if sys.platform != "linux":
-        return False
+        return f"not on Linux ({sys.platform}): MLX's own BLAS"
     if "mlx.core" in sys.modules:
         logger.warning(
-            "mlx.core was imported before mlx_tts, so MLX keeps the slow reference BLAS of the mlx-cpu wheel: "
-            "import mlx_tts first (or set MLX_TTS_BLAS=off to silence this)"
+            "mlx.core was imported before mlx_tts.accelerate(), so MLX keeps the slow reference BLAS of the "
+            "mlx-cpu wheel: call mlx_tts.accelerate() first (or set MLX_TTS_BLAS=off to silence this)"
         )
-        return False
+        return "mlx.core was imported first: too late to rebind its BLAS"
     for name in _CUDA_BUILDS:
         try:
             importlib.metadata.version(name)
-            return False
+            return f"{name} is installed: its GPU kernels call no CPU BLAS"
         except importlib.metadata.PackageNotFoundError:
             pass
-    return True
+    return None
 
 
 def _has_avx512() -> bool:

@@ -7,3 +7,7 @@ RuntimeError for a failing environment), so `except ValueError` callers keep wor
 
 class MlxTtsError(Exception):
     """An expected failure with a message for the user: bad input, a missing file, a model that can't be had."""
+
+
+class ModelLoadError(MlxTtsError, ValueError):
+    """A model can't be found, converted or loaded; the message names the repo, file or key."""

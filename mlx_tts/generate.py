@@ -5,6 +5,11 @@ Kokoro models speak with a preset voice; CSM clones the voice of `--ref_audio` (
 and the peak memory.
 """
 
+if __name__ == "__main__":  # the command line: set up the process before the imports below load mlx.core
+    import mlx_tts
+
+    mlx_tts.accelerate()
+
 import argparse
 import logging
 import sys
@@ -14,7 +19,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, write_audio
 from .memory import peak_rss_mb
 from .take import csm_takes, kokoro_takes
-from .utils import DEFAULT_MODEL, load_model
+from .utils import DEFAULT_MODEL, ModelLoadError, load_model
 
 
 def parse_args(argv=None):
@@ -49,7 +54,7 @@ def kokoro_chunks(model, args, text):
     pipeline = KokoroPipeline(lang_code=args.lang_code, model=model)
     voice = args.voice or pipeline.voices.names()[0]
     if args.phonemes is None:
-        pipeline.g2p  # built before the take: its time is not the model's
+        _ = pipeline.g2p  # built before the take: its time is not the model's
     takes = kokoro_takes(pipeline, text, voice, args.speed, args.split_pattern, args.seed, phonemes=args.phonemes,
                          words=False)
     for take in takes:
@@ -108,6 +113,8 @@ def main(argv=None):
         model = load_model(args.model)
         # One file per Kokoro chunk; CSM's chunks are 320 ms stream pieces, not files a user wants: one take.
         per_chunk = per_chunk and model.model_type != "csm"
+        if model.model_type not in ("csm", "kokoro"):  # Mimi, the audio codec, loads too
+            raise ModelLoadError(f"{args.model} is a {model.model_type} model, not a text-to-speech model")
         for take in (csm_chunks if model.model_type == "csm" else kokoro_chunks)(model, args, text):
             if per_chunk:
                 pieces = take.pieces

@@ -3,8 +3,8 @@
 MLX's CPU allocator takes its buffers from malloc. glibc serves blocks above a threshold with their own
 mmap, returned to the OS when freed, but it raises that threshold to the size of every such block freed (up
 to 32 MB). After the first utterance the generator's 10-30 MB activations therefore come from the heap, whose
-freed pages stay resident while live blocks sit above them: synthesizing the 27 s benchmark paragraph a
-second time peaked ~220 MB higher than the first time (1020 vs 800 MB RSS). Setting the threshold explicitly
+freed pages stay resident while live blocks sit above them, so a second long utterance peaks higher than the
+first (figures in `bench/README.md`). Setting the threshold explicitly
 turns that adjustment off (mallopt(3)); MLX's own buffer cache still recycles the blocks it frees.
 """
 
@@ -17,11 +17,13 @@ MMAP_THRESHOLD = 1 << 20  # bytes: blocks from 1 MiB up get their own mmap
 
 
 def fix_mmap_threshold():
-    """Pin glibc's mmap threshold, unless not on glibc or the user set MALLOC_MMAP_THRESHOLD_ themselves."""
+    """Pin glibc's mmap threshold, unless not on glibc or the user set MALLOC_MMAP_THRESHOLD_ themselves.
+
+    Returns the threshold set (bytes), or None when it was left alone."""
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
+        return None
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # another C library (musl)
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        return None
+    return MMAP_THRESHOLD if libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 else None

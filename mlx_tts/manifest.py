@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from .cache import cache_dir
-from .checkpoint import ModelLoadError
+from .errors import ModelLoadError
 
 MANIFEST = "mlx_tts-manifest.json"
 FORMAT = 1

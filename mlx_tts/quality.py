@@ -128,7 +128,7 @@ def kokoro_take(model, text: str, voice: str, seed: int = 0, lang_code: str = "a
     from .models.kokoro import KokoroPipeline
 
     pipeline = KokoroPipeline(lang_code=lang_code, model=model)
-    pipeline.g2p  # built before timing
+    _ = pipeline.g2p  # built before timing
     return last(kokoro_takes(pipeline, text, voice, speed, seed=seed, words=False))
 
 

@@ -10,6 +10,7 @@ scripts) makes its takes here, so a take is seeded, timed and measured the same 
 
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -106,8 +107,6 @@ def csm_takes(pipeline, text: str, seed: Optional[int] = None, lock=None, settin
 
 
 def last(takes: Iterator[Take]) -> Take:
-    """The finished take of a take generator."""
-    take = None
-    for take in takes:
-        pass
-    return take
+    """The finished take of a take generator (None if it made none)."""
+    finished = deque(takes, maxlen=1)  # runs the generator to its end, keeping only the last take
+    return finished[0] if finished else None

@@ -20,26 +20,24 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from .cache import cache_dir
-from .checkpoint import ModelLoadError, check_weights, load_safetensors  # noqa: F401  (re-exported)
+from . import DEFAULT_MODEL, EMBEDDED_MODEL  # noqa: F401  (public API here; defined in the package, MLX-free)
+from .cache import cache_dir  # noqa: F401  (public API, re-exported)
+from .checkpoint import (  # noqa: F401  (public API, re-exported)
+    SIDE_FILES,
+    ModelLoadError,
+    check_weights,
+    load_safetensors,
+    quantization_predicate,
+    quantize_like_checkpoint,
+    read_config,
+    save_model,
+)
 from .manifest import DamagedFolderError, covers, verify_manifest, write_manifest
 from .quantize import quantize_model  # noqa: F401  (the spec imports it from here)
 
 logger = logging.getLogger("mlx_tts")
 
-DEFAULT_MODEL = "prince-canuma/Kokoro-82M"
-EMBEDDED_MODEL = "embedded:kokoro-82m"
-MODEL_TYPES = ("kokoro", "csm")
-
-
-def read_config(folder: Path) -> dict:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise ModelLoadError(f"{folder} has no config.json: not a model folder")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
+MODEL_TYPES = ("kokoro", "csm", "mimi")  # each a package of mlx_tts.models with the same contract
 
 
 def model_package(model_type: str):
@@ -177,40 +175,10 @@ def mlx_folder(src: Path) -> Path:
     model_type = detect_model_type(config, src / "config.json")
     folder = cache_dir() / "converted" / f"{src.name}-{_fingerprint(src)}"
     return _cached_folder(
-        folder, lambda tmp: model_package(model_type).convert(src, tmp), f"Converting {src} ({model_type}) to MLX layout"
+        folder,
+        lambda tmp: model_package(model_type).convert(src, tmp),
+        f"Converting {src} ({model_type}) to MLX layout"
     )
-
-
-def quantization_predicate(quantization: dict, weights: dict):
-    """Which modules to quantize, as in mlx-lm: per-path overrides in the config win (a dict of
-    bits/group_size, or False for full precision), otherwise modules the checkpoint holds quantized: with
-    scales, biases or a packed (uint32) weight, so that a layer missing its scales is reported as such."""
-
-    def predicate(path, module):
-        if path in quantization:
-            return quantization[path]
-        weight = weights.get(f"{path}.weight")
-        packed = weight is not None and weight.dtype == mx.uint32
-        return hasattr(module, "to_quantized") and (
-            packed or f"{path}.scales" in weights or f"{path}.biases" in weights
-        )
-
-    return predicate
-
-
-def quantize_like_checkpoint(model: nn.Module, quantization: dict, weights: dict) -> dict:
-    """Quantize `model` in place as the checkpoint `weights` are (see `quantization_predicate`); return the
-    quantization block in quantize_model's form: the checkpoint's group size, bits (and mode), its per-layer
-    entries, and `path: false` for every quantizable layer it holds in full precision (MLX-Audio lists none)."""
-    nn.quantize(
-        model,
-        group_size=quantization["group_size"],
-        bits=quantization["bits"],
-        mode=quantization.get("mode", "affine"),
-        class_predicate=quantization_predicate(quantization, weights),
-    )
-    full_precision = {path: False for path, module in model.named_modules() if hasattr(module, "to_quantized")}
-    return {**quantization, **full_precision}
 
 
 def load_weights_file(folder: Path) -> dict:
@@ -239,28 +207,3 @@ def load_mlx_folder(folder: Path) -> nn.Module:
 def load_model(id_or_path=DEFAULT_MODEL) -> nn.Module:
     """Load a model by Hugging Face repo id or local folder; the model type is read from config.json."""
     return load_mlx_folder(mlx_folder(resolve_model_path(id_or_path)))
-
-
-SIDE_FILES = ("voices", "tokenizer.json", "tokenizer_config.json", "codec")
-
-
-def save_model(path, weights: dict, config: dict, source=None) -> Path:
-    """Write a loadable MLX folder: config.json, model.safetensors, and the side files (voices, tokenizer,
-    codec) copied from `source` (a loaded model or its folder)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    source_dir = Path(getattr(source, "path", source)) if source is not None else None
-    written = ["model.safetensors", "config.json"]
-    for name in SIDE_FILES if source_dir else ():
-        item = source_dir / name
-        if item.is_dir():
-            shutil.copytree(item, path / name, dirs_exist_ok=True)
-            written += [p.relative_to(path).as_posix() for p in (path / name).rglob("*") if p.is_file()]
-        elif item.is_file():
-            shutil.copy2(item, path / name)
-            written.append(name)
-    mx.save_safetensors(str(path / "model.safetensors"), weights, metadata={"format": "mlx"})
-    config = {**config, "layout": "mlx"}
-    (path / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
-    write_manifest(path, written)
-    return path

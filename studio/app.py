@@ -3,8 +3,16 @@
 import gradio as gr
 
 from . import csm_tab, kokoro_tab, quant_tab
-from .engine import (CSM_MODEL, DEFAULT_MODEL, MAX_AUDIO_UPLOAD_MB, MAX_AUDIO_UPLOAD_S, MAX_TEXT_CHARS, Engine,
-                     cache_dir, ext)
+from .engine import (
+    CSM_MODEL,
+    DEFAULT_MODEL,
+    MAX_AUDIO_UPLOAD_MB,
+    MAX_AUDIO_UPLOAD_S,
+    MAX_TEXT_CHARS,
+    Engine,
+    cache_dir,
+    ext,
+)
 
 TITLE = "mlx-tts studio"
 INTRO = (

@@ -20,7 +20,9 @@ from mlx.utils import tree_flatten
 
 from mlx_tts import audio as audio_io
 from mlx_tts import ext, quality  # noqa: F401 (ext: the tabs ask whether the native kernels are ready)
-from mlx_tts.batch import FORMATS as LONGFORM_FORMATS, Settings as LongformSettings, run_batch  # noqa: F401
+from mlx_tts.batch import FORMATS as LONGFORM_FORMATS  # noqa: F401
+from mlx_tts.batch import Settings as LongformSettings
+from mlx_tts.batch import run_batch
 from mlx_tts.cache import cache_dir  # noqa: F401
 from mlx_tts.errors import MlxTtsError  # noqa: F401
 from mlx_tts.g2p import LANG_CODES, script_mismatch  # noqa: F401
@@ -35,10 +37,22 @@ from mlx_tts.quantize import RECIPES, VALID_BITS, VALID_GROUP_SIZES, full_precis
 from mlx_tts.take import Take, csm_takes, kokoro_takes, last
 from mlx_tts.utils import DEFAULT_MODEL, load_model, save_model
 
-from .policy import (CSM_MODEL, DEFAULT_SPLITTER, MAX_AUDIO_UPLOAD_MB, MAX_AUDIO_UPLOAD_S, MAX_TEXT_CHARS,  # noqa: F401
-                     SPLITTERS, Policy, StudioError, check_audio_upload, check_bits, check_group_size, check_seed,
-                     check_text)
 from .outputs import Outputs
+from .policy import (  # noqa: F401
+    CSM_MODEL,
+    DEFAULT_SPLITTER,
+    MAX_AUDIO_UPLOAD_MB,
+    MAX_AUDIO_UPLOAD_S,
+    MAX_TEXT_CHARS,
+    SPLITTERS,
+    Policy,
+    StudioError,
+    check_audio_upload,
+    check_bits,
+    check_group_size,
+    check_seed,
+    check_text,
+)
 
 MAX_CACHED_MODELS = 3
 TABS = {"kokoro": "Kokoro", "csm": "CSM"}  # model type -> the tab that speaks with it

@@ -7,10 +7,30 @@ import shutil
 import gradio as gr
 
 from . import longform_tab
-from .engine import (DEFAULT_SPLITTER, MAX_TEXT_CHARS, SPLITTERS, STREAM_FIRST_CHUNK, VALID_BITS, Quantization, ext,
-                     load_lexicon, script_mismatch)
-from .widgets import (DEFAULT_LANG, ENGINE_QUEUE, PLAIN_PLAYER, default_voice, labelled_voices, language_choices,
-                      language_update, model_input, take_stats, ui_errors, voice_choices)
+from .engine import (
+    DEFAULT_SPLITTER,
+    MAX_TEXT_CHARS,
+    SPLITTERS,
+    STREAM_FIRST_CHUNK,
+    VALID_BITS,
+    Quantization,
+    ext,
+    load_lexicon,
+    script_mismatch,
+)
+from .widgets import (
+    DEFAULT_LANG,
+    ENGINE_QUEUE,
+    PLAIN_PLAYER,
+    default_voice,
+    labelled_voices,
+    language_choices,
+    language_update,
+    model_input,
+    take_stats,
+    ui_errors,
+    voice_choices,
+)
 
 logger = logging.getLogger("mlx_tts.studio")
 

@@ -1,7 +1,11 @@
 import sys
 from pathlib import Path
 
-import pytest
+import mlx_tts
+
+mlx_tts.accelerate()  # as the applications do: before any test module imports mlx.core
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests' helper modules (tiny_kokoro, kokoro_reference)
 

@@ -88,7 +88,8 @@ def mlx_audio_quantize(weights: dict, bits: int, group_size: int = 64, layer_bit
     out = dict(weights)
     block = {"group_size": group_size, "bits": bits, "mode": "affine"}
     for key, value in weights.items():
-        if key.endswith(".weight") and value.ndim == 2 and value.shape[-1] % 64 == 0 and value.shape[-1] % group_size == 0:
+        whole_groups = value.ndim == 2 and value.shape[-1] % 64 == 0 and value.shape[-1] % group_size == 0
+        if key.endswith(".weight") and whole_groups:
             module = key[: -len(".weight")]
             layer = (layer_bits or {}).get(module, bits)
             if layer != bits:
@@ -151,7 +152,8 @@ def mlx_audio_csm_weights(model) -> dict:
         parts = key.split(".")
         if parts[0] in heads and parts[-2] in ("q_proj", "k_proj"):
             stack = heads[parts[0]]
-            value = interleave_rows(value, stack.num_attention_heads if parts[-2] == "q_proj" else stack.num_key_value_heads)
+            heads = stack.num_attention_heads if parts[-2] == "q_proj" else stack.num_key_value_heads
+            value = interleave_rows(value, heads)
         out[f"model.{key}"] = value
     return out
 

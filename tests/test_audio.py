@@ -199,7 +199,8 @@ def test_check_take_refuses_what_cannot_be_speech():
     assert check_take(speech, "Kokoro m with voice 'v'", "a") is not None
     broken = speech.copy()
     broken[100:110] = np.nan
-    with pytest.raises(TakeError, match=r"Kokoro m with voice 'v' made NaN or infinite samples \(10 of 12000\) for 'a'"):
+    message = r"Kokoro m with voice 'v' made NaN or infinite samples \(10 of 12000\) for 'a'"
+    with pytest.raises(TakeError, match=message):
         check_take(broken, "Kokoro m with voice 'v'", "a")
     with pytest.raises(TakeError, match=r"made 0.50 s of silence \(RMS -120 dBFS\) for 'x{57}\.\.\.'"):
         check_take(np.zeros(12000, np.float32), "CSM m", "x" * 100)

@@ -307,7 +307,7 @@ def test_dataset_on_two_ray_workers(tmp_path, ray_cluster, mlx_tiny):
     assert (summary.made, summary.failed, summary.exit_status) == (10, 0, 0)
     records = manifest(out)
     assert [r["id"] for r in records] == [row[0] for row in rows]
-    for (unit_id, text, voice, _), record in zip(rows, records):
+    for (_, text, voice, _), record in zip(rows, records):
         info = sf.info(str(out / record["file"]))
         assert (record["text"], record["voice"], record["lang"]) == (text, voice or "af_test", "e")
         assert record["sha256"] == sha256(out / record["file"])

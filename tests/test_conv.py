@@ -84,7 +84,8 @@ def random_small_shapes(n, seed):
             padding = int(rng.integers(0, 2 * k))
             extra = int(rng.integers(1, 4))  # dilation
             t = max(int(rng.integers(1, 60)), extra * (k - 1) + 1 - 2 * padding)
-        yield transpose, int(rng.integers(1, 3)), t, int(rng.integers(1, 20)), int(rng.integers(1, 20)), k, stride, padding, extra
+        c_in, c_out = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+        yield transpose, int(rng.integers(1, 3)), t, c_in, c_out, k, stride, padding, extra
 
 
 @pytest.mark.parametrize("case", list(random_small_shapes(60, seed=1)))
@@ -179,14 +180,26 @@ def test_half_precision_runs_widened_to_float32_in_the_kernel(monkeypatch, kerne
     assert len(calls) == 2 and all(a.dtype == mx.float32 for a in calls[0][:3])
 
 
-@pytest.mark.parametrize("choice", ["native", "mlx-ops", "auto"])
+@pytest.mark.parametrize("choice", ["mlx", "mlx-ops", "auto"])
 def test_switch_selects_each_path(monkeypatch, request, choice):
     if choice == "auto":
         request.getfixturevalue("kernel")  # auto picks the kernels, which need a compiler
     monkeypatch.setenv("MLX_TTS_CONV", choice)
     x, w, b = random_operands(100, 8, 8, 3)
     assert_close(conv.conv1d(x, w, b, padding=3, dilation=3), reference(False, x, w, b, 1, 3, 3))
-    assert conv._cpu_path(x, w, None, groups=1) == {"auto": "kernel", "mlx-ops": "mlx-ops", "native": "native"}[choice]
+    assert conv._cpu_path(x, w, None, groups=1) == {"auto": "kernel", "mlx-ops": "mlx-ops", "mlx": "mlx"}[choice]
+
+
+def test_old_switch_value_native_still_selects_mlx_and_says_so(monkeypatch, caplog):
+    monkeypatch.setenv("MLX_TTS_CONV", "native")
+    monkeypatch.setattr(conv, "_warned_native", False)
+    x, w, _ = random_operands(10, 4, 4, 3)
+    with caplog.at_level("WARNING", logger="mlx_tts"):
+        assert conv._cpu_path(x, w, None, groups=1) == "mlx"
+        assert conv._cpu_path(x, w, None, groups=1) == "mlx"
+    assert [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()] == [
+        "MLX_TTS_CONV=native is deprecated: it is now MLX_TTS_CONV=mlx (MLX's own convolutions)"
+    ]
 
 
 def test_bad_switch_value_is_named(monkeypatch):
@@ -267,7 +280,8 @@ def test_adain_snake_kernel_matches_mlx(kernel, shape):
     alpha = mx.random.uniform(0.1, 4.0, (c,))
     norm = activations._adain_mlx(x, gamma, beta, 1e-5)
     assert_close(kernel.adain_snake(x, gamma, beta, None, 1e-5), norm, tol=2e-5)
-    assert_close(kernel.adain_snake(x, gamma[:, 0], beta[:, 0], alpha, 1e-5), activations._snake_mlx(norm, alpha), tol=2e-5)
+    fused = kernel.adain_snake(x, gamma[:, 0], beta[:, 0], alpha, 1e-5)
+    assert_close(fused, activations._snake_mlx(norm, alpha), tol=2e-5)
     # Instance statistics: each channel of the normalized output has mean beta and std |1 + gamma|.
     np.testing.assert_allclose(np.array(norm.mean(axis=1)), np.array(beta[:, 0]), atol=1e-4)
 
@@ -338,10 +352,13 @@ BLAS_PROBE = textwrap.dedent(
     for m, k, n in [(1, 2048, 4096), (700, 129, 3000), (3000, 64, 100), (5, 1024, 1024)]:
         u, v = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
         want = u.astype(np.float64) @ v.astype(np.float64)
-        for got in (mx.array(u) @ mx.array(v), mx.array(u) @ mx.array(v.T.copy()).T, mx.array(u.T.copy()).T @ mx.array(v)):
+        u_t, v_t = mx.array(u.T.copy()).T, mx.array(v.T.copy()).T
+        for got in (mx.array(u) @ mx.array(v), mx.array(u) @ v_t, u_t @ mx.array(v)):
             errors.append(float(np.abs(np.array(got) - want).max() / np.abs(want).max()))
-    x, w = mx.array(rng.standard_normal((1, 400, 32), dtype=np.float32)), mx.array(rng.standard_normal((24, 7, 32), dtype=np.float32))
-    conv_err = mx.abs(ext.cpu_kernels().conv1d(x, w, None, 1, 9, 3) - mx.conv1d(x, w, padding=9, dilation=3)).max().item()
+    x = mx.array(rng.standard_normal((1, 400, 32), dtype=np.float32))
+    w = mx.array(rng.standard_normal((24, 7, 32), dtype=np.float32))
+    native = ext.cpu_kernels().conv1d(x, w, None, 1, 9, 3)
+    conv_err = mx.abs(native - mx.conv1d(x, w, padding=9, dilation=3)).max().item()
     exact = a.astype(np.float64) @ b.astype(np.float64)
     np.save(sys.argv[1], product)
     print(json.dumps({"active": active, "matmul_err": float(np.abs(product - exact).max()), "conv_err": conv_err,
@@ -424,11 +441,14 @@ def test_conv_with_input_adain_and_residual(kernel, case):
     expected = reference(False, normalized, w, b, 1, pad, d) + residual
     assert_close(kernel.conv1d(x, w, b, 1, pad, d, residual, gamma, beta, alpha, 1e-5), expected, tol=2e-5)
     # The residual as an intermediate that nothing else holds: the output takes over its buffer.
-    assert_close(kernel.conv1d(x, w, b, 1, pad, d, residual * 2, gamma, beta, alpha, 1e-5), expected + residual, tol=2e-5)
+    fused = kernel.conv1d(x, w, b, 1, pad, d, residual * 2, gamma, beta, alpha, 1e-5)
+    assert_close(fused, expected + residual, tol=2e-5)
     # Snake alone, the norm alone, and the residual alone.
-    assert_close(kernel.conv1d(x, w, None, 1, pad, d, None, None, None, alpha), reference(False, activations._snake_mlx(x, alpha), w, 0, 1, pad, d), tol=2e-5)
+    snake_only = kernel.conv1d(x, w, None, 1, pad, d, None, None, None, alpha)
+    assert_close(snake_only, reference(False, activations._snake_mlx(x, alpha), w, 0, 1, pad, d), tol=2e-5)
     plain_norm = activations._adain_mlx(x, gamma, beta, 1e-5)
-    assert_close(kernel.conv1d(x, w, b, 1, pad, d, None, gamma, beta, None), reference(False, plain_norm, w, b, 1, pad, d), tol=2e-5)
+    norm_only = kernel.conv1d(x, w, b, 1, pad, d, None, gamma, beta, None)
+    assert_close(norm_only, reference(False, plain_norm, w, b, 1, pad, d), tol=2e-5)
     assert_close(kernel.conv1d(x, w, b, 1, pad, d, residual), reference(False, x, w, b, 1, pad, d) + residual, tol=2e-5)
 
 
@@ -440,7 +460,7 @@ def test_conv_dispatch_with_input_adain(kernel, monkeypatch):
     fused = conv.conv1d(x, w, b, 1, 3, 3, **args)
     monkeypatch.setenv("MLX_TTS_CONV", "mlx-ops")
     assert_close(conv.conv1d(x, w, b, 1, 3, 3, **args), fused, tol=2e-5)
-    monkeypatch.setenv("MLX_TTS_CONV", "native")
+    monkeypatch.setenv("MLX_TTS_CONV", "mlx")
     assert_close(conv.conv1d(x, w, b, 1, 3, 3, **args), fused, tol=2e-5)
 
 

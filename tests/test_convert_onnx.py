@@ -27,7 +27,8 @@ def test_from_onnx_cli_gives_the_embedded_model(voices_bin, tmp_path, capsys):
     converted, embedded = load_model(out), load_model(EMBEDDED_MODEL)
     assert sorted(p.stem for p in (out / "voices").iterdir()) == sorted(embedded_voices())
     ours = dict(converted.parameters()["bert_encoder"])
-    assert all(np.array_equal(np.asarray(v), np.asarray(embedded.parameters()["bert_encoder"][k])) for k, v in ours.items())
+    theirs = embedded.parameters()["bert_encoder"]
+    assert all(np.array_equal(np.asarray(v), np.asarray(theirs[k])) for k, v in ours.items())
     result = next(iter(KokoroPipeline("a", model=converted)("Hello.", voice="jm_kumo")))
     assert result.audio.shape[1] > 0 and np.isfinite(np.asarray(result.audio)).all()
 
@@ -38,5 +39,7 @@ def test_from_onnx_cli_errors(voices_bin, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
     with pytest.raises(SystemExit, match="not empty"):
-        convert_main(["--from-onnx", str(embedded_onnx_path()), "--voices", str(voices_bin), "-o", str(tmp_path / "full")])
+        convert_main(
+            ["--from-onnx", str(embedded_onnx_path()), "--voices", str(voices_bin), "-o", str(tmp_path / "full")]
+        )
     assert (tmp_path / "full" / "x").read_text() == "keep me"  # nothing already made is lost

@@ -14,9 +14,16 @@ from mlx_tts.models.csm.frames import audio_frames, prompt_frames, segment_frame
 from mlx_tts.models.csm.llama import LlamaArgs, rope_periods
 from mlx_tts.models.csm.model import FLAVORS
 from mlx_tts.utils import load_model
+
 from tiny_csm import (
-    SUPPRESS, csm_config_dict, kyutai_state_dict, make_tokenizer, original_csm_state_dict,
-    original_flavors, speech_like, tiny_mlx_csm_folder,
+    SUPPRESS,
+    csm_config_dict,
+    kyutai_state_dict,
+    make_tokenizer,
+    original_csm_state_dict,
+    original_flavors,
+    speech_like,
+    tiny_mlx_csm_folder,
 )
 
 GREEDY_FRAMES = 20
@@ -106,7 +113,8 @@ def test_depth_decoder_logits_match(reference):
         expected = torch_model.depth_decoder(
             input_ids=torch.tensor([[0, *codes]]), backbone_last_hidden_state=torch.from_numpy(np.array(hidden))
         ).logits.numpy()[0]
-    steps = mx.concatenate([hidden[:, None], model.audio_embeddings(mx.array(codes) + model._codebook_offsets[:31])[None]], 1)
+    code_embeddings = model.audio_embeddings(mx.array(codes) + model._codebook_offsets[:31])
+    steps = mx.concatenate([hidden[:, None], code_embeddings[None]], 1)
     out = model.decoder(model.projection(steps), model.decoder.make_cache())[0]
     got = np.stack([np.array(out[i + 1] @ model.audio_head[i]) for i in range(31)])
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -148,7 +156,8 @@ def test_original_layouts_convert_like_transformers(reference, variant, tmp_path
         torch.save({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, src / "ckpt.pt")
     else:
         mx.save_safetensors(str(src / "model.safetensors"), weights)
-    mx.save_safetensors(str(src / "codec" / "tokenizer-e351c8d8-checkpoint125.safetensors"), kyutai_state_dict(torch_model.codec_model))
+    codec_file = src / "codec" / "tokenizer-e351c8d8-checkpoint125.safetensors"
+    mx.save_safetensors(str(codec_file), kyutai_state_dict(torch_model.codec_model))
     (src / "codec" / "config.json").write_text(json.dumps(torch_model.codec_model.config.to_dict()))
     make_tokenizer(src / "tokenizer.json")
     assert csm.is_config(json.loads((src / "config.json").read_text()))

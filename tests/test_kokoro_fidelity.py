@@ -16,9 +16,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-import kokoro_reference as kr
 from mlx_tts.quality import log_mel_distance
 from mlx_tts.utils import EMBEDDED_MODEL, load_model
+
+import kokoro_reference as kr
 
 pytestmark = pytest.mark.reference
 

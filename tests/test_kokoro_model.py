@@ -433,9 +433,9 @@ def test_mlx_audio_quantized_layout_loads(reference):
 
 @pytest.mark.reference
 def test_real_weights_match_kmodel():
-    import kokoro_reference as kr
-
     from mlx_tts.quality import log_mel_distance
+
+    import kokoro_reference as kr
 
     state = kr.recovered_state_dict()
     model = Model(ModelArgs.from_dict(kr.config()))

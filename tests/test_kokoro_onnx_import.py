@@ -3,7 +3,6 @@ and against onnxruntime on the export itself and on its float graph."""
 
 import hashlib
 
-import kokoro_reference as ref
 import numpy as np
 import onnx
 import pytest
@@ -17,6 +16,8 @@ from mlx_tts.models.kokoro.onnx_import import (
     parameter_shapes,
     state_dict_from_onnx,
 )
+
+import kokoro_reference as ref
 
 KOKORO_82M_VALUES = 81_763_410 - 768 * 768 - 768  # the published count, less the unused ALBERT pooler
 

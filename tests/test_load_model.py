@@ -14,9 +14,12 @@ from mlx_tts.manifest import MANIFEST
 from mlx_tts.quantize import quantize_model
 from mlx_tts.utils import (
     DEFAULT_MODEL,
+    MODEL_TYPES,
     ModelLoadError,
     cache_dir,
+    detect_model_type,
     load_model,
+    model_package,
     read_config,
     resolve_model_path,
     save_model,
@@ -132,3 +135,12 @@ def test_hexgrad_pth_layout_loads_the_same_weights(tiny_checkpoint, tiny_model, 
     from_pth = load_model(folder)
     for (name, a), (_, b) in zip(tree_flatten(tiny_model.parameters()), tree_flatten(from_pth.parameters())):
         assert mx.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_model_package_has_the_contract_load_model_uses(model_type):
+    package = model_package(model_type)
+    for name in ("ModelArgs", "Model", "is_config", "convert"):
+        assert hasattr(package, name), f"mlx_tts.models.{model_type} has no {name}"
+    assert callable(package.Model.sanitize) and callable(package.ModelArgs.from_dict)
+    assert detect_model_type({"model_type": model_type}) == model_type

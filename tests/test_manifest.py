@@ -58,7 +58,8 @@ def saved(tiny_model, tmp_path):
 
 
 def _same_weights(a, b):
-    return all(mx.array_equal(x, y) for (_, x), (_, y) in zip(tree_flatten(a.parameters()), tree_flatten(b.parameters())))
+    pairs = zip(tree_flatten(a.parameters()), tree_flatten(b.parameters()))
+    return all(mx.array_equal(x, y) for (_, x), (_, y) in pairs)
 
 
 def test_engine_folders_record_every_file(tiny_model, saved):

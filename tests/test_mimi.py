@@ -9,6 +9,8 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_tts.models import mimi
+from mlx_tts.utils import load_model
+
 from tiny_csm import MIMI_CONFIG, kyutai_state_dict, randomize, speech_like
 
 
@@ -39,7 +41,7 @@ def reference():
     state = {k: mx.array(v.numpy()) for k, v in torch_model.state_dict().items()}
     args = mimi.ModelArgs.from_dict(config.to_dict())
     model = mimi.Model(args)
-    model.load_weights(list(mimi.convert_weights(state, args).items()), strict=True)
+    model.load_weights(list(model.sanitize(state).items()), strict=True)
     return torch_model, model, state, args
 
 
@@ -106,9 +108,9 @@ def test_decode_matches(reference):
 
 @pytest.mark.reference
 def test_kyutai_and_flat_layouts_convert_to_the_same_weights(reference):
-    torch_model, _, state, args = reference
-    from_state_dict = mimi.convert_weights(state, args)
-    from_kyutai = mimi.convert_weights(kyutai_state_dict(torch_model), args)
+    torch_model, model, state, _ = reference
+    from_state_dict = model.sanitize(state)
+    from_kyutai = model.sanitize(kyutai_state_dict(torch_model))
     flat = {  # transformers' checkpoint names (what save_pretrained writes)
         k.replace("encoder.encoder_seanet.", "encoder.").replace("decoder.decoder_seanet.", "decoder.")
         .replace("encoder.encoder_transformer.", "encoder_transformer.")
@@ -116,7 +118,7 @@ def test_kyutai_and_flat_layouts_convert_to_the_same_weights(reference):
         .replace("encoder.downsample.", "downsample.").replace("decoder.upsample.", "upsample."): v
         for k, v in state.items()
     }
-    from_flat = mimi.convert_weights(flat, args)
+    from_flat = model.sanitize(flat)
     assert any(k.startswith("encoder.model.") for k in kyutai_state_dict(torch_model))
     for other in (from_kyutai, from_flat):
         assert set(other) == set(from_state_dict)
@@ -136,11 +138,16 @@ def test_convert_folder_loads_strictly(reference, tmp_path):
     ours = dict(tree_flatten(model.parameters()))
     for key, value in tree_flatten(loaded.parameters()):
         np.testing.assert_array_equal(np.array(value), np.array(ours[key]), err_msg=key)
+    # load_model converts the same source folder into the cache, as it does Kokoro's and CSM's
+    through_load_model = load_model(tmp_path / "src")
+    assert isinstance(through_load_model, mimi.Model) and through_load_model.model_type == "mimi"
+    for key, value in tree_flatten(through_load_model.parameters()):
+        np.testing.assert_array_equal(np.array(value), np.array(ours[key]), err_msg=key)
 
 
 @pytest.mark.parametrize("kind", ["4bit", "bfloat16"])
 def test_linear_expands_low_precision_weights_for_many_positions(kind):
-    from mlx_tts.quantize import EXPAND_MIN_POSITIONS, linear
+    from mlx_tts.layers import EXPAND_MIN_POSITIONS, linear
 
     layer = nn.Linear(64, 96)
     if kind == "4bit":
@@ -156,9 +163,8 @@ def test_linear_expands_low_precision_weights_for_many_positions(kind):
 
 
 def test_unknown_weights_are_refused(random_model):
-    args = random_model.args
     weights = {"encoder.layers.0.conv.weight": mx.zeros((4, 1, 7)), "encoder.layers.0.extra.weight": mx.zeros(3)}
     with pytest.raises(ValueError, match="does not use: encoder.layers.0.extra.weight"):
-        mimi.convert_weights(weights, args)
+        random_model.sanitize(weights)
     with pytest.raises(ValueError, match="not a Mimi checkpoint"):
-        mimi.convert_weights({"foo.bar": mx.zeros(1)}, args)
+        random_model.sanitize({"foo.bar": mx.zeros(1)})

@@ -9,15 +9,20 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from mlx_tts.checkpoint import rope_interleaved_to_half
 from mlx_tts.models import csm
 from mlx_tts.models.csm.frames import prompt_frames, segment_frames
 from mlx_tts.models.kokoro.convert import detect_layout
-from mlx_tts.models.mimi.convert import rope_interleaved_to_half
 from mlx_tts.quality import kokoro_take, log_mel_distance
 from mlx_tts.quantize import full_precision_layers
 from mlx_tts.utils import EMBEDDED_MODEL, ModelLoadError, cache_dir, load_model, read_config
+
 from mlx_audio_layout import (
-    as_dtype, dequantized, mlx_audio_csm_weights, mlx_audio_kokoro_weights, mlx_audio_quantize,
+    as_dtype,
+    dequantized,
+    mlx_audio_csm_weights,
+    mlx_audio_kokoro_weights,
+    mlx_audio_quantize,
     write_mlx_audio_folder,
 )
 from tiny_csm import MIMI_CONFIG, csm_config_dict, make_tokenizer, randomize, speech_like
@@ -83,7 +88,8 @@ def test_mixed_layouts_are_refused_naming_both(ours, mlx_audio_float, tmp_path):
     mixed = dict(mlx_audio_float)
     key = "decoder.generator.conv_post.weight_v"
     mixed[key] = mixed[key].swapaxes(1, 2)  # PyTorch's [out, in, kernel] among MLX-Audio's names and shapes
-    with pytest.raises(ModelLoadError, match=rf"ambiguous Kokoro checkpoint.*PyTorch's \({key}\) and MLX-Audio's \(decoder"):
+    message = rf"ambiguous Kokoro checkpoint.*PyTorch's \({key}\) and MLX-Audio's \(decoder"
+    with pytest.raises(ModelLoadError, match=message):
         load_model(kokoro_folder(tmp_path / "mixed", ours, mixed))
     only_albert = {k: v for k, v in mlx_audio_float.items() if k.startswith("bert.")}
     with pytest.raises(ModelLoadError, match="can't tell the layout"):
@@ -105,9 +111,11 @@ def test_mlx_audio_kokoro_folders_load_and_speak_like_ours(kind, kokoro_folders,
         assert np.array_equal(take.durations, our_take.durations) and distance < 1.5, distance  # measured 0.70
     else:
         block = model.config["quantization"]
-        assert {k: block[k] for k in ("group_size", "bits", "mode")} == {k: quantization[k] for k in ("group_size", "bits", "mode")}
+        fields = ("group_size", "bits", "mode")
+        assert {k: block[k] for k in fields} == {k: quantization[k] for k in fields}
         if DURATION_PROJ in quantization:  # the per-layer entry, under our name
-            assert block["predictor.duration_proj"] == quantization[DURATION_PROJ] and model.predictor.duration_proj.bits == 8
+            assert block["predictor.duration_proj"] == quantization[DURATION_PROJ]
+            assert model.predictor.duration_proj.bits == 8
         # MLX-Audio's convolutions and LSTMs have no quantized form: listed as full precision, as ours lists them
         assert {"predictor.lstm", "decoder.generator.ups.0", "decoder.generator.m_source.l_linear"} <= set(
             full_precision_layers(model.config))
@@ -146,7 +154,8 @@ def csm_folder(folder, model, config, weights, quantization=None):
 
 def greedy_codes(model, frames=20) -> np.ndarray:
     codes = np.array(model.codec.encode(speech_like(1.0))[0])
-    tokens, mask = prompt_frames([segment_frames([96, 5, 6, 7, 97], codes, 32), segment_frames([96, 8, 9, 97], None, 32)])
+    segments = [segment_frames([96, 5, 6, 7, 97], codes, 32), segment_frames([96, 8, 9, 97], None, 32)]
+    tokens, mask = prompt_frames(segments)
     out = list(model.generate(mx.array(tokens)[None], mx.array(mask)[None], frames, csm.make_sampler(temperature=0)))
     assert len(out) == frames
     return np.concatenate([np.array(f) for f in out])
@@ -165,7 +174,8 @@ def test_mlx_audio_quantized_csm_loads_packed_and_generates_like_its_dequantized
     assert quantized.path.parent == cache_dir() / "converted" and quantized.config["layout"] == "mlx"
     block = quantized.config["quantization"]
     assert (block["group_size"], block["bits"], block["mode"]) == (64, bits, "affine")
-    assert block["codebook0_head"] == {"group_size": 64, "bits": head_bits} and quantized.codebook0_head.bits == head_bits
+    assert block["codebook0_head"] == {"group_size": 64, "bits": head_bits}
+    assert quantized.codebook0_head.bits == head_bits
     # the depth decoder (48 wide) can't take groups of 64, nor does MLX-Audio quantize the codec: listed as ours are
     kept = set(full_precision_layers(quantized.config))
     assert "decoder.layers.0.mlp.gate_proj" in kept and any(path.startswith("codec.") for path in kept)
@@ -187,7 +197,8 @@ def test_mlx_audio_csm_missing_scales_name_the_layer(tiny_csm, tmp_path):
     weights, quantization = mlx_audio_quantize(mlx_audio_csm_weights(model), 8)
     del weights["model.backbone.layers.1.mlp.down_proj.scales"]
     folder = csm_folder(tmp_path / "broken", model, config, weights, quantization)
-    with pytest.raises(ModelLoadError, match=r"missing quantization scales/biases for layers: backbone\.layers\.1\.mlp\.down_proj"):
+    message = r"missing quantization scales/biases for layers: backbone\.layers\.1\.mlp\.down_proj"
+    with pytest.raises(ModelLoadError, match=message):
         load_model(folder)
     unquantized = {k: v for k, v in read_config(folder).items() if not k.startswith("quantization")}
     (folder / "config.json").write_text(json.dumps(unquantized))

@@ -169,7 +169,7 @@ def test_quantized_matvec_rejects_bad_operands(kernel):
 
 @pytest.mark.parametrize("bits, native", [(4, True), (8, True), (2, False), (6, False)])
 def test_linear_uses_native_matvec_for_few_positions(kernel, bits, native):
-    from mlx_tts import quantize
+    from mlx_tts import layers
 
     mx.random.seed(bits)
     layer = nn.Linear(256, 96)
@@ -179,7 +179,7 @@ def test_linear_uses_native_matvec_for_few_positions(kernel, bits, native):
     expected = layer(x)
     calls, kernel_fn = [], kernel.quantized_matvec
     with mock.patch.object(kernel, "quantized_matvec", side_effect=lambda *a: calls.append(a) or kernel_fn(*a)):
-        y = quantize.linear(layer, x)
+        y = layers.linear(layer, x)
     assert bool(calls) == native
     assert y.shape == expected.shape
     np.testing.assert_allclose(np.array(y), np.array(expected), atol=1e-4)
@@ -195,13 +195,17 @@ def test_dequantize_is_bit_identical_to_mlx(kernel, bits, group_size):
 
 
 def test_dequantized_weight_dispatch(kernel):
-    from mlx_tts import quantize
+    from mlx_tts import layers
 
     for bits, native in ((4, True), (3, False)):
         layer = nn.Linear(128, 16).to_quantized(group_size=32, bits=bits)
-        calls, kernel_fn = [], kernel.dequantize
-        with mock.patch.object(kernel, "dequantize", side_effect=lambda *a: calls.append(a) or kernel_fn(*a)):
-            weight = quantize.dequantized_weight(layer)
+        calls = []
+
+        def counted(*a, calls=calls, kernel_fn=kernel.dequantize):
+            return calls.append(a) or kernel_fn(*a)
+
+        with mock.patch.object(kernel, "dequantize", side_effect=counted):
+            weight = layers.dequantized_weight(layer)
         assert bool(calls) == native
         expected = mx.dequantize(layer.weight, layer.scales, layer.biases, 32, bits)
         assert mx.array_equal(weight, expected).item()
@@ -249,14 +253,14 @@ def test_bfloat16_matvec_matches_float32_product(kernel, k):
 
 
 def test_linear_runs_bfloat16_layers_natively(kernel):
-    from mlx_tts import quantize
+    from mlx_tts import layers
 
     layer = nn.Linear(64, 32)
     layer.set_dtype(mx.bfloat16)
     x = mx.random.normal((1, 2, 64)).astype(mx.bfloat16)
     calls, kernel_fn = [], kernel.bfloat16_matvec
     with mock.patch.object(kernel, "bfloat16_matvec", side_effect=lambda *a: calls.append(a) or kernel_fn(*a)):
-        y = quantize.linear(layer, x)
+        y = layers.linear(layer, x)
     assert calls and y.dtype == mx.bfloat16
     np.testing.assert_allclose(np.array(y.astype(mx.float32)), np.array(layer(x).astype(mx.float32)), atol=0.05)
 

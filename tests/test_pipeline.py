@@ -134,9 +134,12 @@ def test_first_chunk_max_cuts_the_head_at_a_clause_then_packs_the_rest(pipeline)
     whole = pipeline.chunk_text(text)
     assert len(whole) == 1
     cut = pipeline._cut_head(*whole[0], 40, pipeline.phonemize)
-    assert [g for g, _ in cut] == ["When the rain stopped,", "the children ran outside, and the dog followed them across the wet field."]
+    assert [g for g, _ in cut] == [
+        "When the rain stopped,", "the children ran outside, and the dog followed them across the wet field."
+    ]
     assert len(cut[0][1]) <= 40
-    results = list(pipeline.from_phonemes("ðə dˈɔɡ fˈɑlOd ðɛm, əkɹˈɔs ðə wˈɛt fˈild.", "af_test", SPEED, first_chunk_max=12))
+    phonemes = "ðə dˈɔɡ fˈɑlOd ðɛm, əkɹˈɔs ðə wˈɛt fˈild."
+    results = list(pipeline.from_phonemes(phonemes, "af_test", SPEED, first_chunk_max=12))
     assert [r.phonemes for r in results] == ["ðə dˈɔɡ", "fˈɑlOd ðɛm, əkɹˈɔs ðə wˈɛt fˈild."]
 
 

@@ -17,20 +17,14 @@ import pytest
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_tts.convert import main as convert_main
+from mlx_tts.layers import QuantizedConv, dequantize
 from mlx_tts.manifest import MANIFEST
 from mlx_tts.models import kokoro
 from mlx_tts.models.kokoro import KokoroPipeline
 from mlx_tts.models.kokoro.modules import BiLSTM, Conv1d, ConvTranspose1d, QuantizedBiLSTM
-from mlx_tts.quantize import (
-    EMBEDDINGS,
-    VALID_BITS,
-    VALID_GROUP_SIZES,
-    QuantizedConv,
-    dequantize,
-    full_precision_layers,
-    quantize_model,
-)
+from mlx_tts.quantize import EMBEDDINGS, VALID_BITS, VALID_GROUP_SIZES, full_precision_layers, quantize_model
 from mlx_tts.utils import EMBEDDED_MODEL, ModelLoadError, load_model, save_model
+
 from tiny_csm import tiny_mlx_csm_folder
 
 QUANTIZED = (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedConv, QuantizedBiLSTM)
@@ -202,13 +196,13 @@ def bits_by_layer(model) -> dict:
 def test_expand_once_dequantizes_a_shared_layer_once(monkeypatch):
     """Within `expand_once`, a quantized layer applied many times over many positions (ALBERT's shared layer)
     is dequantized once; outside it, once a call. The output is the same either way."""
-    from mlx_tts import quantize
+    from mlx_tts import layers as quantize
 
     mx.random.seed(0)
     layer = nn.Linear(128, 64).to_quantized(group_size=64, bits=4)
     x = mx.random.normal((1, 20, 128))
     calls, dequantized = [], quantize.dequantized_weight
-    monkeypatch.setattr(quantize, "dequantized_weight", lambda l: calls.append(l) or dequantized(l))
+    monkeypatch.setattr(quantize, "dequantized_weight", lambda layer: calls.append(layer) or dequantized(layer))
     plain = [quantize.linear(layer, x) for _ in range(3)]
     assert len(calls) == (3 if mx.default_device() == mx.cpu else 0)
     calls.clear()

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 
 from studio.kokoro_tab import stream_unavailable
+
 from studio_server import running_studio
 from tiny_csm import speech_like, tiny_mlx_csm_folder
 
@@ -145,7 +145,9 @@ def test_kokoro_bad_input_gives_a_clear_message_and_the_server_keeps_serving(cli
 
 
 def test_a_backtracking_split_pattern_is_refused_while_the_server_keeps_answering(client):
-    job = client.submit(text="a" * 5000, voice=VOICE, lang_code="j", split_pattern="(a+)+b", api_name="/kokoro_generate")
+    job = client.submit(
+        text="a" * 5000, voice=VOICE, lang_code="j", split_pattern="(a+)+b", api_name="/kokoro_generate"
+    )
     # Page requests, one after another, while the pattern runs (1 s, then it is stopped). A server frozen by the
     # pattern would answer at most the one request in flight, once it is free; this one answers them all.
     answered_meanwhile = 0

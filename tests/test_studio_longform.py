@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 

@@ -14,8 +14,20 @@ import soundfile as sf
 from mlx_tts.cache import cache_dir
 from mlx_tts.errors import MlxTtsError
 from mlx_tts.models.kokoro import VoiceBank
-from studio.policy import (LAB, MAX_SEED, PUBLIC, SPLITTERS, Policy, StudioError, WorkArea, check_audio_upload,
-                           check_bits, check_group_size, check_seed, default_mode)
+from studio.policy import (
+    LAB,
+    MAX_SEED,
+    PUBLIC,
+    SPLITTERS,
+    Policy,
+    StudioError,
+    WorkArea,
+    check_audio_upload,
+    check_bits,
+    check_group_size,
+    check_seed,
+    default_mode,
+)
 
 
 @pytest.fixture
@@ -132,7 +144,8 @@ def test_seeds_and_quantization_settings_given_as_text():
 def wav_header(rate: int, frames: int) -> bytes:
     """A 16-bit mono WAV header declaring `rate` and `frames`, followed by a few real samples."""
     data = frames * 2
-    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + fmt
             + b"data" + struct.pack("<I", data) + b"\0" * 200)
 
 

@@ -12,6 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from mlx_tts.cache import cache_dir
+
 from studio_server import running_studio
 
 pytestmark = pytest.mark.e2e

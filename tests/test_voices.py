@@ -246,6 +246,8 @@ def test_oversized_compressed_voice_is_refused_by_its_header(oversized_pt):
 
 _TEN_UPLOADS = """
 import resource, sys
+import mlx_tts
+mlx_tts.accelerate()  # as the studio runs
 from mlx_tts.models.kokoro.voices import VoiceBank, VoiceError
 
 def rss_mb():  # current resident set, from /proc

@@ -26,7 +26,9 @@ BACKBONE_ROPE = dict(rope_type="llama3", rope_theta=500000.0, factor=32.0, low_f
                      high_freq_factor=0.5, original_max_position_embeddings=1024)
 DECODER_ROPE = dict(rope_type="llama3", rope_theta=500000.0, factor=32.0, low_freq_factor=0.001953125,
                     high_freq_factor=0.0078125, original_max_position_embeddings=16)
-BACKBONE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+BACKBONE = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 DECODER = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 
 
@@ -36,8 +38,9 @@ def csm_config_dict() -> dict:
         model_type="csm", num_codebooks=32, vocab_size=AUDIO_VOCAB, text_vocab_size=TEXT_VOCAB,
         max_position_embeddings=2048, rope_parameters=BACKBONE_ROPE, audio_token_id=98, audio_eos_token_id=99,
         pad_token_id=98, bos_token_id=96, **BACKBONE,
-        depth_decoder_config=dict(num_codebooks=32, backbone_hidden_size=BACKBONE["hidden_size"], vocab_size=AUDIO_VOCAB,
-                                  max_position_embeddings=33, rope_parameters=DECODER_ROPE, **DECODER),
+        depth_decoder_config=dict(num_codebooks=32, backbone_hidden_size=BACKBONE["hidden_size"],
+                                  vocab_size=AUDIO_VOCAB, max_position_embeddings=33, rope_parameters=DECODER_ROPE,
+                                  **DECODER),
         codec_config=dict(model_type="mimi", **MIMI_CONFIG),
     )
 
@@ -160,8 +163,9 @@ def original_csm_state_dict(csm_model, variant="sesame") -> dict:
     """A transformers `CsmForConditionalGeneration` (codec left out) -> sesame's torchtune names with
     interleaved RoPE, or MLX-Audio's renaming of them (`variant="mlx-audio"`, under `model.`)."""
     config = csm_model.config
+    decoder = config.depth_decoder_config
     heads = {"backbone": (config.num_attention_heads, config.num_key_value_heads),
-             "decoder": (config.depth_decoder_config.num_attention_heads, config.depth_decoder_config.num_key_value_heads)}
+             "decoder": (decoder.num_attention_heads, decoder.num_key_value_heads)}
     renames = [
         (r"^backbone_model\.", "backbone."), (r"^depth_decoder\.model\.layers\.", "decoder.layers."),
         (r"^depth_decoder\.model\.norm\.", "decoder.norm."), (r"^embed_text_tokens\.", "text_embeddings."),

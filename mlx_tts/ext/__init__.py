@@ -3,11 +3,12 @@
 `cpu_kernels()` returns the `_cpu_kernels` module (MLX primitives with their own multithreaded CPU code:
 `conv1d` and `conv_transpose1d` in `conv.cpp` and `direct_conv.cpp`, `snake` and `adain_snake` in
 `norm_snake.cpp`, `softmax` and `gelu_tanh` in `pointwise.cpp`, `lstm_recurrence` in `lstm.cpp`,
-`quantized_matvec`, `bfloat16_matvec` and `dequantize` in `quantized.cpp`; see `kernels.h`), or None when it can't be built; callers then use MLX ops. Set `MLX_TTS_EXT=off` to never build or load it, `MLX_TTS_EXT=portable` to build
-it without its x86 code paths (as on other CPUs: how they are tested on x86; cached apart from the default), and
-`MLX_TTS_THREADS` to change its thread count (default: the CPUs this process may use). The module links to the installed libmlx and shares nanobind
-type information with `mlx.core`, so it is built against the nanobind version MLX itself was built with
-(a requirement on Linux) and in MLX's nanobind domain.
+`quantized_matvec`, `bfloat16_matvec` and `dequantize` in `quantized.cpp`; see `kernels.h`), or None when it
+can't be built; callers then use MLX ops. Set `MLX_TTS_EXT=off` to never build or load it, `MLX_TTS_EXT=portable`
+to build it without its x86 code paths (as on other CPUs: how they are tested on x86; cached apart from the
+default), and `MLX_TTS_THREADS` to change its thread count (default: the CPUs this process may use). The module
+links to the installed libmlx and shares nanobind type information with `mlx.core`, so it is built against the
+nanobind version MLX itself was built with (a requirement on Linux) and in MLX's nanobind domain.
 """
 
 import importlib.metadata

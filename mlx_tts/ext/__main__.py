@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from mlx_tts import cpu_blas, ext
+import mlx_tts
 
 
 def main(argv=None):
@@ -19,7 +19,10 @@ def main(argv=None):
                    help="build the kernels into the cache (the default)")
     p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(f"MLX CPU BLAS: {cpu_blas.active() or 'the reference BLAS of the mlx-cpu wheel'}")
+    report = mlx_tts.accelerate()  # builds the BLAS shim (before mlx.core, which the kernels' build imports)
+    print(f"MLX CPU BLAS: {report.blas or 'the bundled BLAS of the MLX wheel'} ({report.blas_note})")
+    from mlx_tts import ext
+
     if not ext.enabled():
         print("native CPU kernels: off (MLX_TTS_EXT=off)")
         return

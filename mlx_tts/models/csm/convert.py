@@ -14,49 +14,30 @@ Layouts read:
 The original layouts hold no codec and no tokenizer: they are taken from the source folder when there
 (`tokenizer-e351c8d8-checkpoint125.safetensors` or a `codec/` folder; `tokenizer.json`), from the
 `codec`/`tokenizer` arguments, or else downloaded from kyutai/moshiko-pytorch-bf16 and unsloth/Llama-3.2-1B.
+The renames themselves are `Model.sanitize`'s (`layouts.py`); this module reads and writes the folders.
 """
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from ...checkpoint import ModelLoadError, check_weights, load_safetensors, rename_keys
-from ...utils import quantize_like_checkpoint, save_model
+from ...checkpoint import (
+    ModelLoadError,
+    check_weights,
+    load_safetensors,
+    quantize_like_checkpoint,
+    rename_keys,
+    save_model,
+)
 from .. import mimi
-from ..mimi.convert import rope_interleaved_to_half
+from .layouts import CODEC_PREFIX, ORIGINAL_RENAMES, detect_layout
 from .model import Model, ModelArgs
 
 MIMI_REPO = "kyutai/moshiko-pytorch-bf16"
 TOKENIZER_REPO = "unsloth/Llama-3.2-1B"
-
-ORIGINAL_RENAMES = [
-    (r"^model\.", ""),
-    (r"\.attn\.", ".self_attn."),
-    (r"\.output_proj\.", ".o_proj."),
-    (r"\.mlp\.w1\.", ".mlp.gate_proj."),
-    (r"\.mlp\.w2\.", ".mlp.down_proj."),
-    (r"\.mlp\.w3\.", ".mlp.up_proj."),
-    (r"\.sa_norm\.scale$", ".input_layernorm.weight"),
-    (r"\.mlp_norm\.scale$", ".post_attention_layernorm.weight"),
-    (r"\.norm\.scale$", ".norm.weight"),
-]
-TRANSFORMERS_RENAMES = [
-    (r"^backbone_model\.", "backbone."),
-    (r"^depth_decoder\.model\.inputs_embeds_projector\.", "projection."),
-    (r"^depth_decoder\.model\.", "decoder."),
-    (r"^depth_decoder\.codebooks_head\.weight$", "audio_head"),
-    (r"^embed_text_tokens\.", "text_embeddings."),
-    (r"^lm_head\.", "codebook0_head."),
-]
-# the depth decoder's code embeddings are tied to the backbone's audio embeddings: a checkpoint holds either
-AUDIO_EMBEDDINGS = ("backbone_model.embed_tokens.embed_audio_tokens.weight", "depth_decoder.model.embed_tokens.weight")
-# a quantized projection is permuted as a float one: its rows (packed weight, scales, biases) are whole output rows
-QK_PROJ = re.compile(r"^(backbone|decoder)\.layers\.\d+\.self_attn\.(q|k)_proj\.(weight|scales|biases)$")
-
 
 def is_config(config: dict) -> bool:
     return config.get("model_type") in ("csm", "sesame") or "backbone_flavor" in config
@@ -89,42 +70,11 @@ def read_weights(src: Path) -> dict:
     return weights
 
 
-def detect_layout(weights: dict) -> str:
-    if any(k.startswith("backbone_model.") for k in weights):
-        return "transformers"
-    if any(k.startswith(("backbone.layers.", "model.backbone.layers.")) for k in weights):
-        return "original"
-    raise ValueError(f"not a CSM checkpoint: unrecognised weight names ({', '.join(sorted(weights)[:5])} ...)")
-
-
-def from_original(weights: dict, args: ModelArgs) -> dict:
-    """sesame's or MLX-Audio's names -> ours, q/k permuted from interleaved-pair to rotate-half RoPE."""
-    out = rename_keys(weights, ORIGINAL_RENAMES)
-    heads = {"backbone": args.backbone, "decoder": args.decoder}
-    for key in out:
-        if m := QK_PROJ.match(key):
-            stack = heads[m.group(1)]
-            out[key] = rope_interleaved_to_half(
-                out[key], stack.num_attention_heads if m.group(2) == "q" else stack.num_key_value_heads
-            )
-    return out
-
-
 def _renamed_layers(quantization: dict) -> dict:
     """A quantization block with its per-layer entries (MLX-Audio's module paths) under our names."""
     layers = {f"{k}.weight": v for k, v in quantization.items() if isinstance(v, (dict, bool))}
     renamed = {k.removesuffix(".weight"): v for k, v in rename_keys(layers, ORIGINAL_RENAMES).items()}
     return {**{k: v for k, v in quantization.items() if f"{k}.weight" not in layers}, **renamed}
-
-
-def from_transformers(weights: dict) -> tuple:
-    """transformers' names -> ours; returns (CSM weights, codec weights in transformers' Mimi names)."""
-    codec = {k[len("codec_model.") :]: v for k, v in weights.items() if k.startswith("codec_model.")}
-    csm = {k: v for k, v in weights.items() if not k.startswith("codec_model.") and k not in AUDIO_EMBEDDINGS}
-    audio_embeddings = [weights[k] for k in AUDIO_EMBEDDINGS if k in weights]
-    if audio_embeddings:
-        csm["audio_embeddings.weight"] = audio_embeddings[0]
-    return rename_keys(csm, TRANSFORMERS_RENAMES), codec
 
 
 def _download(repo_id: str, filename: str, what: str, hint: str) -> Path:
@@ -176,20 +126,18 @@ def convert(src_dir, dst_dir, codec=None, tokenizer=None) -> Path:
         shutil.copytree(src, dst, dirs_exist_ok=True)
         return dst
     weights = read_weights(src)
-    layout = detect_layout(weights)
-    codec_weights = {}
-    if layout == "transformers":
-        weights, codec_weights = from_transformers(weights)
+    detect_layout(weights)  # weights that are not CSM's are refused before a codec is looked for
     codec_config = config.get("codec_config") or {}
-    if not codec_weights:
+    codec_weights = {}
+    if not any(k.startswith(CODEC_PREFIX) for k in weights):
         file_config, codec_weights = mimi.read_checkpoint(find_codec(src, codec))
         codec_config = codec_config or file_config
     config = {**config, "codec_config": {**codec_config, **mimi.ModelArgs.from_dict(codec_config).to_dict()}}
     args = ModelArgs.from_dict(config)
-    if layout == "original":
-        weights = from_original(weights, args)
-    weights.update({f"codec.{k}": v for k, v in mimi.convert_weights(codec_weights, args.codec).items()})
     model = Model(args)  # lazy: nothing is allocated
+    weights = model.sanitize(weights)
+    if codec_weights:
+        weights.update({f"codec.{k}": v for k, v in model.codec.sanitize(codec_weights).items()})
     config = {k: v for k, v in config.items() if k != "quantization_config"}  # MLX-Audio's copy of the block
     if "quantization" in config:
         config["quantization"] = quantize_like_checkpoint(model, _renamed_layers(config["quantization"]), weights)

@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ...quantize import linear
+from ...layers import linear
 
 
 @dataclass

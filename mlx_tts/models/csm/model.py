@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...quantize import linear
+from ...layers import linear
 from .. import mimi
+from . import layouts
 from .llama import Llama, LlamaArgs
 
 LLAMA31_ROPE = {
@@ -134,6 +135,15 @@ class Model(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.args.codec.sampling_rate
+
+    def sanitize(self, weights: dict) -> dict:
+        """sesame's, MLX-Audio's or transformers' CSM weights -> this model's layout (see `layouts`). A
+        transformers checkpoint's codec (under `codec_model.`) comes back under `codec.`, through the codec's
+        own `sanitize`."""
+        if layouts.detect_layout(weights) == "original":
+            return layouts.from_original(weights, self.args)
+        csm, codec = layouts.from_transformers(weights)
+        return {**csm, **{f"codec.{k}": v for k, v in (self.codec.sanitize(codec) if codec else {}).items()}}
 
     def embed_frames(self, tokens: mx.array, mask: mx.array) -> mx.array:
         """tokens, mask: [B, S, codebooks + 1] -> [B, S, hidden], the sum of the unmasked columns' embeddings."""

@@ -112,7 +112,9 @@ class CSMPipeline:
         if not 0.25 <= speed <= 4.0:
             raise CSMInputError(f"speed must be between 0.25 and 4, got {speed}")
         if max_audio_length_ms < FRAME_MS:
-            raise CSMInputError(f"max_audio_length_ms must be at least {FRAME_MS} (one frame), got {max_audio_length_ms}")
+            raise CSMInputError(
+                f"max_audio_length_ms must be at least {FRAME_MS} (one frame), got {max_audio_length_ms}"
+            )
         if int(chunk_frames) != chunk_frames or chunk_frames < 1:
             raise CSMInputError(f"chunk_frames must be a positive integer, got {chunk_frames}")
         sampler = make_sampler(temperature, top_k, top_p, min_p, seed)
@@ -218,13 +220,18 @@ class CSMPipeline:
         if audio.size == 0:
             raise CSMInputError(f"{name} is empty")
         if stats["is_silent"]:
-            raise CSMInputError(f"{name} is silent (RMS {stats['rms_dbfs']:.0f} dBFS); give a clip of the voice speaking")
+            raise CSMInputError(
+                f"{name} is silent (RMS {stats['rms_dbfs']:.0f} dBFS); give a clip of the voice speaking"
+            )
         if stats["duration_s"] < min_seconds:
-            raise CSMInputError(f"{name} is {stats['duration_s']:.2f} s long; give at least {min_seconds:g} s of speech")
+            raise CSMInputError(
+                f"{name} is {stats['duration_s']:.2f} s long; give at least {min_seconds:g} s of speech"
+            )
         if stats["duration_s"] > MAX_REFERENCE_S:
             warnings.warn(
                 f"{name} is {stats['duration_s']:.1f} s long; using its first {MAX_REFERENCE_S:g} s "
-                f"(trim the clip, and its transcript, to match)"
+                f"(trim the clip, and its transcript, to match)",
+                stacklevel=2,
             )
             audio = audio[: int(MAX_REFERENCE_S * self.sample_rate)]
         return audio

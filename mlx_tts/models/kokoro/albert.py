@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...activations import attention, gelu_tanh
-from ...quantize import expand_once, linear  # many tokens: quantized layers run as float GEMMs on the CPU
+from ...layers import expand_once, linear  # quantized layers over many tokens run as float GEMMs on the CPU
 
 # Hugging Face's names for the activations ALBERT checkpoints use; "gelu_new" is the tanh approximation.
 ACTIVATIONS = {"gelu_new": gelu_tanh, "gelu": nn.gelu}

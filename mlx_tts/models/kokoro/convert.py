@@ -17,9 +17,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from ...checkpoint import ModelLoadError, check_weights, load_safetensors
-from ...quantize import QuantizableConv
-from ...utils import quantize_like_checkpoint, save_model
+from ...checkpoint import ModelLoadError, check_weights, load_safetensors, quantize_like_checkpoint, save_model
+from ...layers import QuantizableConv
 from .kokoro import LSTM_PARTS, MLX_AUDIO_LSTM, PLAIN_CONVS, TEXT_ENCODER_NORM, Model, ModelArgs, _rename
 from .voices import VOICE_SUFFIXES, read_voices, save_voice
 
@@ -98,7 +97,8 @@ def detect_layout(weights: dict, config: dict, source) -> str:
         )
     raise ModelLoadError(
         f"{source}: ambiguous Kokoro checkpoint, its weights mix two layouts: PyTorch's "
-        f"({', '.join(sorted(evidence['torch'])[:3])}) and MLX-Audio's ({', '.join(sorted(evidence['mlx_audio'])[:3])}); "
+        f"({', '.join(sorted(evidence['torch'])[:3])}) and MLX-Audio's "
+        f"({', '.join(sorted(evidence['mlx_audio'])[:3])}); "
         "convert it from one source"
     )
 

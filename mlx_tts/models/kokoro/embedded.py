@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...cache import cache_dir
 from ...errors import MlxTtsError
-from ...utils import cache_dir
 
 ONNX_NAME = "kokoro-v1.0.int8.onnx"
 NUM_PARTS = 4

@@ -10,6 +10,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ...activations import cos, exp, sin
+from ...layers import linear
 from .modules import AdaIN1d, AdainResBlk1d, Conv1d, ConvTranspose1d
 
 SAMPLE_RATE = 24000
@@ -98,7 +99,7 @@ class SourceModule(nn.Module):
         voiced = mx.repeat(f0 > VOICED_THRESHOLD, scale, axis=1)[..., None]
         if noise is not None:
             sines = mx.where(voiced, sin(phase) * SINE_AMP + NOISE_STD * noise, (SINE_AMP / 3) * noise)
-            return mx.tanh(self.l_linear(sines))[..., 0]
+            return mx.tanh(linear(self.l_linear, sines))[..., 0]
         weight = self.l_linear.weight[0]
         noise_std = mx.where(voiced[..., 0], NOISE_STD, SINE_AMP / 3) * mx.sqrt(mx.sum(weight * weight))
         harmonics = mx.where(voiced, sin(phase) * SINE_AMP, 0.0) @ weight

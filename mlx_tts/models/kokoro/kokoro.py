@@ -15,6 +15,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ...checkpoint import torch_conv_transpose_weight, torch_conv_weight
+from ...layers import linear
 from .albert import Albert, AlbertArgs
 from .istftnet import HARMONICS, SAMPLE_RATE, Decoder
 from .modules import ProsodyPredictor, TextEncoder
@@ -104,7 +105,7 @@ class Model(nn.Module):
     def duration_logits(self, input_ids: mx.array, ref_s: mx.array):
         """-> (logits [1, N, max_dur], prosody features [1, N, hidden_dim + style_dim])."""
         _, style = self._split_style(ref_s)
-        d = self.predictor.text_encoder(self.bert_encoder(self.bert(input_ids)), style)
+        d = self.predictor.text_encoder(linear(self.bert_encoder, self.bert(input_ids)), style)
         return self.predictor.duration_logits(d), d
 
     @staticmethod

@@ -13,7 +13,7 @@ import mlx.nn as nn
 from ... import ext
 from ...activations import adain_snake
 from ...conv import conv1d, conv_transpose1d
-from ...quantize import PackedWeights, QuantizableConv
+from ...layers import PackedWeights, QuantizableConv, linear
 
 # Output scale of a residual block: torch.rsqrt(torch.tensor(2)) in float32.
 RSQRT2 = 1 / math.sqrt(2)
@@ -72,7 +72,7 @@ class AdaIN1d(nn.Module):
 
     def conv_input(self, s, snake_alpha=None):
         """This norm (and Snake) for style s as a convolution's `input_adain`: (gamma, beta, alpha, eps)."""
-        gamma, beta = mx.split(self.fc(s), 2, axis=-1)
+        gamma, beta = mx.split(linear(self.fc, s), 2, axis=-1)
         return gamma, beta, snake_alpha, self.eps
 
 
@@ -85,7 +85,7 @@ class AdaLayerNorm(nn.Module):
         self.fc = nn.Linear(style_dim, 2 * channels)
 
     def __call__(self, x, s):
-        gamma, beta = mx.split(self.fc(s)[:, None, :], 2, axis=-1)
+        gamma, beta = mx.split(linear(self.fc, s)[:, None, :], 2, axis=-1)
         return (1 + gamma) * mx.fast.layer_norm(x, None, None, self.eps) + beta
 
 
@@ -260,7 +260,7 @@ class ProsodyPredictor(nn.Module):
 
     def duration_logits(self, d):
         """Prosody features [1, N, C] -> logits [1, N, max_dur]; a token lasts sum(sigmoid(logits)) frames."""
-        return self.duration_proj(self.lstm(d))
+        return linear(self.duration_proj, self.lstm(d))
 
     def f0_n(self, en, style):
         """Frame-level prosody features [1, F, C] -> F0 and noise (energy) curves [1, 2F]."""

@@ -136,7 +136,7 @@ def parameter_shapes(config: dict = KOKORO_82M_CONFIG) -> dict[str, tuple]:
     rates, n_fft = gen["upsample_rates"], gen["gen_istft_n_fft"]
     linear("decoder.generator.m_source.l_linear", 9, 1)  # 8 harmonics + fundamental
     channels = gen["upsample_initial_channel"]
-    for i, (rate, k) in enumerate(zip(rates, gen["upsample_kernel_sizes"])):
+    for i, (_, k) in enumerate(zip(rates, gen["upsample_kernel_sizes"])):
         conv_transpose(f"decoder.generator.ups.{i}", channels >> i, channels >> (i + 1), k)
         out = channels >> (i + 1)
         for j, kernel in enumerate(gen["resblock_kernel_sizes"]):
@@ -543,9 +543,10 @@ def _collect_lstm(g: _Graph, node, module, put):
         put(module, f"bias_hh{suffix}", torch_gates(b[direction, four_h:]), source, node)
 
 
-def _fold_weight_norm(weight: np.ndarray):
-    """weight_g = per-channel norm (dim 0), weight_v = weight; an all-zero channel gets v = 1
-    so that g * v / |v| stays 0 instead of 0 / 0."""
+def _split_weight_norm(weight: np.ndarray):
+    """A weight-normed conv's effective weight -> (weight_g, weight_v), as the checkpoints store it:
+    weight_g = per-channel norm (dim 0), weight_v = weight; an all-zero channel gets v = 1 so that
+    g * v / |v| stays 0 instead of 0 / 0."""
     g = np.sqrt(np.sum(weight.astype(np.float64) ** 2, axis=tuple(range(1, weight.ndim)), keepdims=True))
     v = np.where(g == 0, np.float32(1), weight).astype(np.float32)
     return g.astype(np.float32), v
@@ -567,7 +568,7 @@ def state_dict_from_onnx(source, config: dict = KOKORO_82M_CONFIG) -> dict[str, 
             state[name] = value
         else:  # a weight-normed conv's effective weight
             module = name.removesuffix(".weight")
-            state[f"{module}.weight_g"], state[f"{module}.weight_v"] = _fold_weight_norm(value)
+            state[f"{module}.weight_g"], state[f"{module}.weight_v"] = _split_weight_norm(value)
     # Parameters the graph uses directly keep their own names (Snake alphas, fused-op inputs).
     for tensor_name, tensor in g.tensors.items():
         name = names.param(tensor_name)

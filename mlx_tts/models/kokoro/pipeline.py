@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import mlx.core as mx
+
 # User split patterns run on the `regex` package, not `re`: the same syntax as `re` (lookbehinds included, which
 # google-re2 lacks) plus a time limit, so a catastrophically backtracking pattern such as `(a+)+b` fails in
 # SPLIT_TIMEOUT_S instead of running for hours; `concurrent=True` releases the GIL so other threads keep running.

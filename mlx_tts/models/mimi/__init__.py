@@ -1,6 +1,10 @@
-"""Mimi, Kyutai's neural audio codec (24 kHz <-> 12.5 Hz frames of 32 codes), used by CSM."""
+"""Mimi, Kyutai's neural audio codec (24 kHz <-> 12.5 Hz frames of 32 codes), used by CSM.
 
-from .convert import KYUTAI_CHECKPOINT, convert, convert_weights, is_config, read_checkpoint
+A model package like the others (`ModelArgs`, `Model`, `is_config`, `convert`, `Model.sanitize`): a Mimi
+checkpoint folder (`kyutai/mimi`, or one holding kyutai's safetensors) loads with `load_model` on its own.
+"""
+
+from .convert import KYUTAI_CHECKPOINT, convert, is_config, read_checkpoint
 from .model import Model, ModelArgs, StreamingDecoder
 
 __all__ = [
@@ -9,7 +13,6 @@ __all__ = [
     "ModelArgs",
     "StreamingDecoder",
     "convert",
-    "convert_weights",
     "is_config",
     "read_checkpoint",
 ]

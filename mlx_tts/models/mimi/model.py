@@ -11,6 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from . import layouts
 from .quantizer import SplitResidualVectorQuantizer
 from .seanet import CausalConv1d, CausalConvTranspose1d, SeanetDecoder, SeanetEncoder, StreamBuffer
 from .transformer import Transformer
@@ -125,6 +126,10 @@ class Model(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.args.sampling_rate
+
+    def sanitize(self, weights: dict) -> dict:
+        """kyutai's, transformers' (or this package's own) Mimi weights -> this model's layout, float32."""
+        return layouts.to_mlx(weights, self.args)
 
     @property
     def dtype(self):

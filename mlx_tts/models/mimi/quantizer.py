@@ -8,6 +8,8 @@ acoustic codebook quantizes what the previous ones left over. Codebooks are stor
 import mlx.core as mx
 import mlx.nn as nn
 
+from ...layers import linear
+
 
 class ResidualVectorQuantizer(nn.Module):
     def __init__(self, num_quantizers, codebook_size, codebook_dim, hidden_size):
@@ -18,7 +20,7 @@ class ResidualVectorQuantizer(nn.Module):
 
     def encode(self, x: mx.array) -> mx.array:
         """x: [B, T, hidden] -> codes [B, num_quantizers, T]: the nearest centroid, residual by residual."""
-        residual = self.input_proj(x)
+        residual = linear(self.input_proj, x)
         codes = []
         for centroids in self.codebooks:
             distances = (
@@ -34,7 +36,7 @@ class ResidualVectorQuantizer(nn.Module):
     def decode(self, codes: mx.array) -> mx.array:
         """codes: [B, n, T] (n <= num_quantizers) -> [B, T, hidden]."""
         levels = mx.arange(codes.shape[1])[None, :, None]
-        return self.output_proj(self.codebooks[levels, codes].sum(axis=1))
+        return linear(self.output_proj, self.codebooks[levels, codes].sum(axis=1))
 
 
 class SplitResidualVectorQuantizer(nn.Module):

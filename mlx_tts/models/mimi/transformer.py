@@ -7,7 +7,7 @@ layer the transformer runs chunk by chunk and gives the same result as on the wh
 import mlx.core as mx
 import mlx.nn as nn
 
-from ...quantize import linear
+from ...layers import linear
 
 
 class WindowCache:
