@@ -135,7 +135,7 @@ class Engine:
         with self.lock:
             if lang_code not in loaded.pipelines:
                 pipeline = KokoroPipeline(lang_code, model=loaded.model)
-                pipeline.g2p  # build the G2P now (seconds), so that a take's real-time factor leaves it out
+                _ = pipeline.g2p  # build the G2P now (seconds), so that a take's real-time factor leaves it out
                 loaded.pipelines[lang_code] = pipeline
             return loaded.pipelines[lang_code]
 

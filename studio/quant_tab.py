@@ -6,8 +6,17 @@ import numpy as np
 import pandas as pd
 
 from .engine import RECIPES, VALID_BITS, VALID_GROUP_SIZES, Quantization, check_bits, check_group_size
-from .widgets import (ENGINE_QUEUE, PLAIN_PLAYER, labelled_voices, language_choices, language_update, model_input,
-                      ui_errors, voice_choices, voice_language)
+from .widgets import (
+    ENGINE_QUEUE,
+    PLAIN_PLAYER,
+    labelled_voices,
+    language_choices,
+    language_update,
+    model_input,
+    ui_errors,
+    voice_choices,
+    voice_language,
+)
 
 TABLE_HEADERS = ["measure", "full precision", "quantized"]
 HISTORY_COLUMNS = ["bits", "log-mel distance (dB)", "group size", "recipe"]
