@@ -83,18 +83,15 @@ def measure_one(config: str, rows_path: Path, model: str, voice: str) -> dict:
         ray_start_s = time.perf_counter() - start
     start = time.perf_counter()
     if config == "loop":
-        import mlx.core as mx
-        import numpy as np
-
         from mlx_tts.batch import unit_seed
         from mlx_tts.models.kokoro import KokoroPipeline
+        from mlx_tts.take import kokoro_takes, last
         from mlx_tts.utils import load_model
 
         pipeline = KokoroPipeline("a", model=load_model(model))
         audio_s = 0.0
         for unit in units:
-            mx.random.seed(unit_seed(0, unit.id))
-            audio_s += sum(np.asarray(r.audio[0]).size for r in pipeline(unit.text, voice=voice)) / 24000
+            audio_s += last(kokoro_takes(pipeline, unit.text, voice, seed=unit_seed(0, unit.id), words=False)).seconds
             done_at.append((time.perf_counter() - start, audio_s))
     else:
         workers = int(config[3:]) if config.startswith("ray") else 1

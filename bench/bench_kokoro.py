@@ -20,6 +20,10 @@ then `--runs` times timed, and reports
   leaves out what each loader here needs only once.
 Ratios are engine / ours: above 1 means ours is faster or smaller.
 
+`--rounds N` repeats every (engine, text) process N times, the engines in turn within each round (the order
+reversed every other round), so that on a shared machine each engine sees the same changing load; the table
+then gives the median over the rounds of each figure (peak memory: the largest).
+
 Threads: PyTorch and onnxruntime get `--threads` (default 2, intra-op). Our engine runs as shipped (its BLAS
 choice and thread count are its own); MLX-Audio runs on the same BLAS as ours (`MLX_TTS_BLAS`), which only
 helps it. Nothing is extrapolated: pairs that were not run say so.
@@ -46,8 +50,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # kokoro_reference: builds hexgrad's KM
 SAMPLE_RATE = 24000
 VOICE = "jf_alpha"
 
-# (text, its phonemes from mlx_tts.g2p.get_g2p('a')): about 3.6 s and 27 s of audio.
+# (text, its phonemes from mlx_tts.g2p.get_g2p('a')): about 1 s, 3.6 s and 27 s of audio.
 TEXTS = {
+    "greeting": ("Hi there!", "hˈI ðˈɛɹ!"),
     "short": (
         "The quick brown fox jumps over the lazy dog.",
         "ðə kwˈɪk bɹˈWn fˈɑks ʤˈʌmps ˈOvəɹ ðə lˈAzi dˈɔɡ.",
@@ -362,7 +367,8 @@ def table(results: dict, args, load_before, load_after) -> str:
     header = [
         f"Kokoro-82M on {cpu_name()} ({os.cpu_count()} cores), {platform.system()}; {versions()}.",
         (
-            f"Voice `{args.voice}`, speed {args.speed}; {args.warmup} warm-up + {args.runs} timed run(s), medians. "
+            f"Voice `{args.voice}`, speed {args.speed}; {args.warmup} warm-up + {args.runs} timed run(s), medians"
+            f"{f', over {args.rounds} interleaved rounds' if args.rounds > 1 else ''}. "
             f"PyTorch and onnxruntime: {args.threads} threads; ours as shipped; MLX-Audio on our BLAS "
             f"(MLX_TTS_BLAS={os.environ.get('MLX_TTS_BLAS', 'auto')}). Load average {load_before:.1f} before, "
             f"{load_after:.1f} after. Ratios: engine / ours (above 1: ours is faster or smaller)."
@@ -394,10 +400,23 @@ def table(results: dict, args, load_before, load_after) -> str:
     return "\n".join(header + rows) + "\n"
 
 
+def merge_rounds(rounds: list) -> dict:
+    """One (engine, text) pair's figures over its rounds: medians, peak memory the largest."""
+    failed = [r for r in rounds if "error" in r]
+    if failed:
+        return failed[0]
+    merged = {key: statistics.median(r[key] for r in rounds) for key in ("audio_s", "rtf", "first_audio_s", "load_s")}
+    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rounds)
+    synthesis = [r["synthesis_rss_mb"] for r in rounds]
+    merged["synthesis_rss_mb"] = None if None in synthesis else max(synthesis)
+    merged["times_s"] = [t for r in rounds for t in r["times_s"]]
+    return merged
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma list of {', '.join(ENGINES)}")
-    parser.add_argument("--texts", default="short,paragraph", help="comma list of short, paragraph")
+    parser.add_argument("--texts", default="greeting,short,paragraph", help="comma list of greeting, short, paragraph")
     parser.add_argument(
         "--mlx-audio",
         choices=("short", "all", "skip"),
@@ -406,6 +425,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--runs", type=int, default=3, help="timed runs per engine and text (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
+    parser.add_argument("--rounds", type=int, default=1, help="processes per engine and text, interleaved (median)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for PyTorch and onnxruntime")
     parser.add_argument("--voice", default=VOICE, help="a voice of the embedded model")
     parser.add_argument("--speed", type=float, default=1.0)
@@ -417,8 +437,8 @@ def parse_args(argv=None):
         unknown = [c for c in chosen if c not in known]
         if unknown or not chosen:
             parser.error(f"unknown {name} {unknown or chosen}; choose from {', '.join(known)}")
-    if args.runs < 1 or args.warmup < 0 or args.threads < 1:
-        parser.error("--runs and --threads must be at least 1, --warmup at least 0")
+    if args.runs < 1 or args.warmup < 0 or args.threads < 1 or args.rounds < 1:
+        parser.error("--runs, --rounds and --threads must be at least 1, --warmup at least 0")
     return args
 
 
@@ -440,12 +460,19 @@ def main(argv=None):
             "runs": args.runs,
             "warmup": args.warmup,
         }
-        for engine in args.engines:
-            if engine == "mlx-audio" and (args.mlx_audio == "skip" or (args.mlx_audio == "short" and text != "short")):
-                continue
-            log(f"{engine} on the {text} text ...")
-            r = results[engine, text] = run_child(engine, job)
-            log(f"  {r['error']}" if "error" in r else f"  RTF {r['rtf']:.3f}, {r['audio_s']:.2f} s of audio")
+        engines = [
+            e for e in args.engines
+            if not (e == "mlx-audio" and (args.mlx_audio == "skip" or (args.mlx_audio == "short" and text != "short")))
+        ]
+        rounds = {engine: [] for engine in engines}
+        for round_index in range(args.rounds):
+            for engine in engines if round_index % 2 == 0 else engines[::-1]:
+                log(f"{engine} on the {text} text (round {round_index + 1} of {args.rounds}) ...")
+                r = run_child(engine, job)
+                rounds[engine].append(r)
+                log(f"  {r['error']}" if "error" in r else f"  RTF {r['rtf']:.3f}, {r['audio_s']:.2f} s of audio")
+        for engine, runs in rounds.items():
+            results[engine, text] = merge_rounds(runs)
     report = table(results, args, load_before, os.getloadavg()[0])
     print(report)
     if args.out:

@@ -190,7 +190,7 @@ class UnitWorker:
                 f"{os.getpid()}"}
 
     def speak(self, unit: Unit) -> dict:
-        import mlx.core as mx
+        from .take import kokoro_takes, last
 
         settings = self.settings
         lang = unit.lang or settings.lang
@@ -198,17 +198,16 @@ class UnitWorker:
         voice = unit.voice or settings.voice or next(iter(pipeline.voices.names()), None)
         if voice is None:
             raise InputError(f"{settings.model!r} has no voices of its own; give one with --voice")
-        mx.random.seed(unit_seed(settings.seed, unit.id))
-        pieces, cues, made = [], [], 0
-        for result in pipeline(unit.text, voice=voice, speed=settings.speed, split_pattern=settings.split_pattern):
-            audio = np.asarray(result.audio[0], dtype=np.float32)
-            cues.append([round(made / SAMPLE_RATE, 3), round((made + len(audio)) / SAMPLE_RATE, 3), result.graphemes])
-            pieces.append(audio)
-            made += len(audio)
-        samples = np.concatenate(pieces)
-        encoded = encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)
+        take = last(kokoro_takes(pipeline, unit.text, voice, settings.speed, settings.split_pattern,
+                                 unit_seed(settings.seed, unit.id), words=False))
+        cues, made = [], 0
+        for piece, (graphemes, _, _) in zip(take.pieces, take.chunks):
+            cues.append([round(made / SAMPLE_RATE, 3), round((made + len(piece)) / SAMPLE_RATE, 3), graphemes])
+            made += len(piece)
+        samples = take.audio
+        audio = encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)
         return {"voice": voice, "lang": lang, "seconds": round(len(samples) / SAMPLE_RATE, 3),
-                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": encoded}
+                "sample_rate": SAMPLE_RATE, "cues": cues, "audio": audio}
 
 
 # ---- progress ------------------------------------------------------------------------------------------

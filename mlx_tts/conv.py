@@ -10,6 +10,9 @@ device is chosen here, in one place:
   tap accumulating in place; both multithreaded. Otherwise each tap is one MLX matmul
   (`conv1d_matmul`, `conv_transpose1d_matmul`).
 - CPU, groups > 1 (Kokoro's depthwise upsampler, small): MLX's own.
+- CPU, half-precision weights or inputs (a bfloat16 model): the operands are widened to float32 and the result
+  narrowed back to the input's dtype, so they take the float32 paths above: MLX's CPU convolutions in bfloat16
+  ran ~5x slower than float32 (the widening costs one pass over the weights, like a dequantization).
 
 `conv1d` can also add a residual to its output and apply Kokoro's AdaIN + Snake to its input (`residual`,
 `input_adain`): in the native kernel both happen inside the convolution (no passes of their own, no
@@ -40,6 +43,11 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, resi
     `input_adain` = (gamma, beta, alpha, eps): the convolution's input is `adain_snake(x, gamma, beta, alpha,
     eps)` (see mlx_tts.activations); the native kernel applies it as it reads x, so that normalized copy of x
     is never written to memory."""
+    if _widens(x, weight, bias, residual, *(input_adain or ())[:3]):
+        widened = None if input_adain is None else (*map(_float32, input_adain[:3]), input_adain[3])
+        y = conv1d(_float32(x), _float32(weight), _float32(bias), stride, padding, dilation, groups,
+                   _float32(residual), widened)
+        return y.astype(x.dtype)
     adain_operands = () if input_adain is None else [a for a in input_adain[:3] if a is not None]
     path = _cpu_path(x, weight, bias, groups, residual, *adain_operands)
     if path == "kernel":
@@ -58,6 +66,9 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, resi
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1):
     """weight: [C_out, K, C_in / groups] (MLX's layout for conv_transpose1d)."""
+    if _widens(x, weight, bias):
+        y = conv_transpose1d(_float32(x), _float32(weight), _float32(bias), stride, padding, output_padding, groups)
+        return y.astype(x.dtype)
     path = _cpu_path(x, weight, bias, groups)
     if path == "kernel":
         return ext.cpu_kernels().conv_transpose1d(x, weight, bias, stride, padding, output_padding)
@@ -68,6 +79,18 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
             x, weight, stride=stride, padding=padding, output_padding=output_padding, groups=groups
         )
     return y if bias is None else y + bias
+
+
+HALF_TYPES = (mx.bfloat16, mx.float16)
+
+
+def _widens(*arrays) -> bool:
+    """Whether a convolution runs widened to float32: on the CPU, with any half-precision operand."""
+    return mx.default_device() == mx.cpu and any(a is not None and a.dtype in HALF_TYPES for a in arrays)
+
+
+def _float32(a):
+    return None if a is None else a.astype(mx.float32)
 
 
 def _cpu_path(x, weight, bias, groups, *operands) -> str:

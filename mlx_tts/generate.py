@@ -13,13 +13,12 @@ if __name__ == "__main__":  # the command line: set up the process before the im
 import argparse
 import logging
 import sys
-import time
 
-import mlx.core as mx
 import numpy as np
 
 from .audio import SAMPLE_RATE, write_audio
 from .memory import peak_rss_mb
+from .take import csm_takes, kokoro_takes
 from .utils import DEFAULT_MODEL, ModelLoadError, load_model
 
 
@@ -54,22 +53,23 @@ def kokoro_chunks(model, args, text):
 
     pipeline = KokoroPipeline(lang_code=args.lang_code, model=model)
     voice = args.voice or pipeline.voices.names()[0]
-    results = (
-        pipeline.from_phonemes(args.phonemes, voice, args.speed)
-        if args.phonemes
-        else pipeline(text, voice=voice, speed=args.speed, split_pattern=args.split_pattern)
-    )
-    for result in results:
-        print(f"[{result.graphemes[:60]}] {result.phonemes[:60]}", file=sys.stderr)
-        yield np.asarray(result.audio[0])
+    if args.phonemes is None:
+        _ = pipeline.g2p  # built before the take: its time is not the model's
+    takes = kokoro_takes(pipeline, text, voice, args.speed, args.split_pattern, args.seed, phonemes=args.phonemes,
+                         words=False)
+    for take in takes:
+        graphemes, phonemes, _ = take.chunks[-1]
+        print(f"[{graphemes[:60]}] {phonemes[:60]}", file=sys.stderr)
+        yield take
 
 
 def csm_chunks(model, args, text):
     from .models.csm import CSMPipeline
 
-    # One take per call: CSM's own chunks are 320 ms stream pieces, not files a user wants.
-    yield CSMPipeline(model=model).generate(
+    return csm_takes(
+        CSMPipeline(model=model),
         text,
+        seed=args.seed,
         ref_audio=args.ref_audio,
         ref_text=args.ref_text,
         speed=args.speed,
@@ -77,7 +77,6 @@ def csm_chunks(model, args, text):
         top_k=args.top_k,
         top_p=args.top_p,
         min_p=args.min_p,
-        seed=args.seed,
         max_audio_length_ms=args.max_audio_length_ms,
     )
 
@@ -100,9 +99,7 @@ def main(argv=None):
         if sys.stdin is None or sys.stdin.isatty():
             sys.exit("error: give --text, --phonemes, or text on stdin")
         text = sys.stdin.read()
-    if args.seed is not None:
-        mx.random.seed(args.seed)
-    written, pieces = [], []
+    written, pieces, take = [], [], None
 
     def write_numbered():
         """One file per chunk, `prefix_000.wav` on: written as soon as there are two, since one take is
@@ -111,30 +108,30 @@ def main(argv=None):
             written.append(f"{args.file_prefix}_{i:03d}.{args.audio_format}")
             write_audio(written[-1], pieces[i], SAMPLE_RATE, args.audio_format)
 
+    per_chunk = not args.join_audio
     try:
         model = load_model(args.model)
-        chunks = {"csm": csm_chunks, "kokoro": kokoro_chunks}.get(model.model_type)
-        if chunks is None:  # Mimi, the audio codec, loads too
+        # One file per Kokoro chunk; CSM's chunks are 320 ms stream pieces, not files a user wants: one take.
+        per_chunk = per_chunk and model.model_type != "csm"
+        if model.model_type not in ("csm", "kokoro"):  # Mimi, the audio codec, loads too
             raise ModelLoadError(f"{args.model} is a {model.model_type} model, not a text-to-speech model")
-        start = time.perf_counter()
-        for audio in chunks(model, args, text):
-            pieces.append(audio)
-            if not args.join_audio and len(pieces) > 1:
-                write_numbered()
-        elapsed = time.perf_counter() - start
+        for take in (csm_chunks if model.model_type == "csm" else kokoro_chunks)(model, args, text):
+            if per_chunk:
+                pieces = take.pieces
+                if len(pieces) > 1:
+                    write_numbered()
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        if len(pieces) == 1 and not args.join_audio:
+        if len(pieces) == 1 and per_chunk:
             write_numbered()  # keep the chunk already made
         sys.exit(f"error: {e}" + (f" (wrote {', '.join(written)} first)" if written else ""))
-    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    if args.join_audio or len(pieces) == 1:
+    audio = take.audio
+    if not per_chunk or len(pieces) == 1:
         written = [f"{args.file_prefix}.{args.audio_format}"]
         write_audio(written[0], audio, SAMPLE_RATE, args.audio_format)
-    seconds = len(audio) / SAMPLE_RATE
     print(f"Wrote {', '.join(written)}")
     print(
-        f"Audio: {seconds:.2f} s in {elapsed:.2f} s, real-time factor {elapsed / max(seconds, 1e-9):.3f}; "
-        f"peak memory {mx.get_peak_memory() / 2**20:.0f} MB (MLX), {peak_rss_mb():.0f} MB (RSS)"
+        f"Audio: {take.seconds:.2f} s in {take.elapsed_s:.2f} s, real-time factor {take.real_time_factor:.3f}; "
+        f"peak memory {take.peak_mlx_mb:.0f} MB (MLX), {peak_rss_mb():.0f} MB (RSS)"
     )
     if args.play:
         play(audio)

@@ -7,6 +7,8 @@
 - `dequantize`, `dequantized_weight`: the float matrix of a quantized layer.
 """
 
+import contextlib
+import contextvars
 import math
 
 import mlx.core as mx
@@ -63,14 +65,31 @@ def linear(layer: nn.Module, x: mx.array) -> mx.array:
     if x.shape[-2] < EXPAND_MIN_POSITIONS:
         y = _native_matvec(layer, x)
         return layer(x) if y is None else y
-    if isinstance(layer, nn.QuantizedLinear):
-        weight = dequantized_weight(layer).astype(mx.float32)
-    elif layer.weight.dtype != mx.float32:
-        weight = layer.weight.astype(mx.float32)
-    else:
+    if not isinstance(layer, nn.QuantizedLinear) and layer.weight.dtype == mx.float32:
         return layer(x)
+    expanded = _expanded_weights.get()
+    weight = expanded.get(id(layer)) if expanded is not None else None
+    if weight is None:
+        weight = dequantized_weight(layer) if isinstance(layer, nn.QuantizedLinear) else layer.weight
+        weight = weight.astype(mx.float32)
+        if expanded is not None:
+            expanded[id(layer)] = weight
     y = x.astype(mx.float32) @ weight.T
     return (y + layer.bias if "bias" in layer else y).astype(x.dtype)
+
+
+_expanded_weights = contextvars.ContextVar("expanded_weights", default=None)
+
+
+@contextlib.contextmanager
+def expand_once():
+    """Within it, `linear` expands each layer's weights at most once: a shared layer applied many times (Kokoro's
+    ALBERT: one layer, 12 times) pays one dequantization, not one a call. Released at exit."""
+    token = _expanded_weights.set({})
+    try:
+        yield
+    finally:
+        _expanded_weights.reset(token)
 
 
 def _native_matvec(layer: nn.Module, x: mx.array):

@@ -6,30 +6,16 @@ duration agreement (Kokoro), waveform and spectral (STFT magnitude) SNR against 
 in memory, peak memory and real-time factor of each take.
 """
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
 from . import audio as audio_io
+from .take import Take, csm_takes, kokoro_takes, last
 
 SAMPLE_RATE = audio_io.SAMPLE_RATE
-
-
-@dataclass
-class Take:
-    audio: np.ndarray  # float32 mono, 24 kHz
-    durations: Optional[np.ndarray]  # frames per token (Kokoro), else None
-    seconds: float  # wall time to synthesize
-    peak_memory_mb: float  # MLX peak memory during the take
-
-    @property
-    def real_time_factor(self) -> float:
-        return self.seconds / max(len(self.audio) / SAMPLE_RATE, 1e-9)
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE, fmax: Optional[float] = None):
@@ -142,26 +128,14 @@ def kokoro_take(model, text: str, voice: str, seed: int = 0, lang_code: str = "a
     from .models.kokoro import KokoroPipeline
 
     pipeline = KokoroPipeline(lang_code=lang_code, model=model)
-    _ = pipeline.g2p  # build G2P before timing
-    mx.random.seed(seed)
-    mx.reset_peak_memory()
-    start = time.perf_counter()
-    results = list(pipeline(text, voice=voice, speed=speed))
-    mx.eval([r.audio for r in results])  # the pipeline's audio comes back unevaluated
-    seconds = time.perf_counter() - start
-    audio = np.concatenate([np.asarray(r.audio[0]) for r in results])
-    durations = np.concatenate([np.asarray(r.durations) for r in results])
-    return Take(audio, durations, seconds, mx.get_peak_memory() / 2**20)
+    _ = pipeline.g2p  # built before timing
+    return last(kokoro_takes(pipeline, text, voice, speed, seed=seed, words=False))
 
 
-def csm_take(model, text: str, seed: int = 0, **generate_kwargs) -> Take:
+def csm_take(model, text: str, seed: int = 0, **stream_kwargs) -> Take:
     from .models.csm import CSMPipeline
 
-    pipeline = CSMPipeline(model=model)
-    mx.reset_peak_memory()
-    start = time.perf_counter()
-    audio = np.asarray(pipeline.generate(text, seed=seed, **generate_kwargs)).reshape(-1)
-    return Take(audio, None, time.perf_counter() - start, mx.get_peak_memory() / 2**20)
+    return last(csm_takes(CSMPipeline(model=model), text, seed=seed, **stream_kwargs))
 
 
 def take(model, text: str, seed: int = 0, **kwargs) -> Take:
@@ -177,8 +151,8 @@ def compare_takes(reference: Take, candidate: Take) -> dict:
         "length_ratio": len(candidate.audio) / max(len(reference.audio), 1),
         "rtf_reference": reference.real_time_factor,
         "rtf_candidate": candidate.real_time_factor,
-        "peak_memory_mb_reference": reference.peak_memory_mb,
-        "peak_memory_mb_candidate": candidate.peak_memory_mb,
+        "peak_memory_mb_reference": reference.peak_mlx_mb,
+        "peak_memory_mb_candidate": candidate.peak_mlx_mb,
     }
     if reference.durations is not None and candidate.durations is not None:
         report["durations"] = duration_agreement(reference.durations, candidate.durations)

@@ -2,13 +2,17 @@
 
 import gradio as gr
 
-from mlx_tts import ext
-from mlx_tts.cache import cache_dir
-from mlx_tts.utils import DEFAULT_MODEL
-
 from . import csm_tab, kokoro_tab, quant_tab
-from .engine import CSM_MODEL, Engine
-from .policy import MAX_AUDIO_UPLOAD_MB, MAX_AUDIO_UPLOAD_S, MAX_TEXT_CHARS
+from .engine import (
+    CSM_MODEL,
+    DEFAULT_MODEL,
+    MAX_AUDIO_UPLOAD_MB,
+    MAX_AUDIO_UPLOAD_S,
+    MAX_TEXT_CHARS,
+    Engine,
+    cache_dir,
+    ext,
+)
 
 TITLE = "mlx-tts studio"
 INTRO = (

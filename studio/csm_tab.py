@@ -6,10 +6,8 @@ progress and an estimate of the time left."""
 
 import gradio as gr
 
-from mlx_tts.models.csm.pipeline import MAX_REFERENCE_S, MIN_REFERENCE_S
-
-from .engine import ui_errors
-from .kokoro_tab import PLAIN_PLAYER, model_input
+from .engine import MAX_REFERENCE_S, MIN_REFERENCE_S
+from .widgets import ENGINE_QUEUE, PLAIN_PLAYER, frame_progress, model_input, take_stats, ui_errors
 
 # Advice on the reference clip, checked against its stats (seconds, dBFS, fraction of clipped samples).
 CLIP_ADVICE = [
@@ -81,7 +79,7 @@ def build(engine, default_model: str):
     def load_model(model_id):
         """Load the CSM model; the status says what is loaded, or what to download and where to point the app."""
         try:
-            return engine.csm_status(model_id)
+            return ui_errors(engine.csm_status)(model_id)
         except gr.Error as e:
             return unavailable_status(model_id, e.message)
 
@@ -90,7 +88,7 @@ def build(engine, default_model: str):
         if not ref_audio:
             return ""
         try:
-            return clip_report(engine.reference_clip(ref_audio))
+            return clip_report(ui_errors(engine.reference_clip)(ref_audio))
         except gr.Error as e:
             return f"⚠️ **Can't use this clip:** {e.message}"
 
@@ -99,16 +97,15 @@ def build(engine, default_model: str):
               progress=gr.Progress()):
         """Speak the text in the reference clip's voice; returns audio, downloads and stats."""
         try:
-            engine.csm_status(model_id)
+            ui_errors(engine.csm_status)(model_id)
         except gr.Error as e:  # the same advice as the status line, as plain text for the error popup
             raise gr.Error(unavailable_status(model_id, e.message).replace("**", "").replace("`", ""),
                            print_exception=False) from None
         take = engine.csm_take(model_id, text, ref_audio, ref_text, speaker, temperature, top_k, max_audio_length_ms,
-                               seed, progress=progress)
-        return take.files[0], take.files, take.stats_markdown()
+                               seed, progress=progress, on_frame=frame_progress(progress))
+        return take.files[0], take.files, take_stats(take)
 
-    engine_queue = dict(concurrency_id="engine", concurrency_limit=1)
-    load.click(load_model, model, status, api_name="csm_load", **engine_queue)
+    load.click(load_model, model, status, api_name="csm_load", **ENGINE_QUEUE)
     ref_audio.change(describe_clip, ref_audio, clip_info, api_name="csm_reference")
     generate.click(clone, [model, ref_audio, ref_text, text, speaker, temperature, top_k, max_ms, seed],
-                   [audio, downloads, stats], api_name="csm_generate", **engine_queue)
+                   [audio, downloads, stats], api_name="csm_generate", **ENGINE_QUEUE)

@@ -2,20 +2,35 @@
 a per-chunk table and the measured figures of each take."""
 
 import logging
-import re
 import shutil
 
 import gradio as gr
 
-from mlx_tts import ext
-from mlx_tts.g2p import LANG_CODES, script_mismatch
-from mlx_tts.lexicon import load_lexicon
-from mlx_tts.models.kokoro.pipeline import STREAM_FIRST_CHUNK
-from mlx_tts.quantize import VALID_BITS
-
 from . import longform_tab
-from .engine import MAX_TEXT_CHARS, Quantization, ui_errors
-from .policy import DEFAULT_SPLITTER, SPLITTERS
+from .engine import (
+    DEFAULT_SPLITTER,
+    MAX_TEXT_CHARS,
+    SPLITTERS,
+    STREAM_FIRST_CHUNK,
+    VALID_BITS,
+    Quantization,
+    ext,
+    load_lexicon,
+    script_mismatch,
+)
+from .widgets import (
+    DEFAULT_LANG,
+    ENGINE_QUEUE,
+    PLAIN_PLAYER,
+    default_voice,
+    labelled_voices,
+    language_choices,
+    language_update,
+    model_input,
+    take_stats,
+    ui_errors,
+    voice_choices,
+)
 
 logger = logging.getLogger("mlx_tts.studio")
 
@@ -27,13 +42,9 @@ EXAMPLES = [
     ["こんにちは。今日はとてもいい天気ですね。", "j"],
     ["吾輩は猫である。名前はまだ無い。\nどこで生れたかとんと見当がつかぬ。", "j"],
 ]
-DEFAULT_LANG = "a"
 FULL_PRECISION = "full precision"
 PRECISIONS = [FULL_PRECISION] + [f"{bits}-bit" for bits in sorted(VALID_BITS, reverse=True)]
-GENDERS = {"f": "female", "m": "male"}
 CHUNK_HEADERS = ["#", "text", "phonemes", "seconds"]
-# Results play in the browser's own <audio> player: it shows the length at once and any client can drive it.
-PLAIN_PLAYER = gr.WaveformOptions(show_recording_waveform=False)
 
 
 def precision_to_quantization(label: str):
@@ -43,33 +54,6 @@ def precision_to_quantization(label: str):
     if label not in PRECISIONS:
         raise gr.Error(f"Unknown precision {label!r}; choose one of: {', '.join(PRECISIONS)}", print_exception=False)
     return Quantization(int(label.split("-")[0]))
-
-
-def voice_language(name: str):
-    """The language code in a Kokoro voice name (<language><gender>_<name>, e.g. 'jf_alpha'), if it has one."""
-    if name and re.match(r"^[a-z][fm]_", name) and name[0] in LANG_CODES:
-        return name[0]
-    return None
-
-
-def voice_label(name: str) -> str:
-    """'jf_alpha' -> 'jf_alpha · Japanese · female'."""
-    code = voice_language(name)
-    return f"{name} · {LANG_CODES[code]} · {GENDERS[name[1]]}" if code else name
-
-
-def language_update(name, text=None):
-    """Follow the voice (a Japanese voice switches the language to Japanese, and so on), unless the text is
-    in a script that language does not read: then the language stays with the text."""
-    code = voice_language(name)
-    if not code or (text and script_mismatch(text, code)):
-        return gr.update()
-    return code
-
-
-def default_voice(names: list):
-    """An American English voice when the model has one, else its first voice (which speaks English too)."""
-    return next((v for v in names if voice_language(v) == DEFAULT_LANG), names[0] if names else None)
 
 
 def stream_unavailable() -> str | None:
@@ -96,29 +80,6 @@ def language_note(text, lang_code):
     return ""
 
 
-def labelled_voices(names: list) -> list:
-    """(label, name) pairs for a voice dropdown."""
-    return [(voice_label(v), v) for v in names]
-
-
-def voice_choices(names: list):
-    return gr.update(choices=labelled_voices(names), value=names[0] if names else None)
-
-
-def language_choices():
-    return [(f"{name} ({code})", code) for code, name in LANG_CODES.items()]
-
-
-def model_input(policy, default_model: str, **kwargs):
-    """The Model box: a dropdown of the allowlist in public mode, a free repo id or folder in lab mode."""
-    if policy.public:
-        return gr.Dropdown(list(policy.allowed_models), value=default_model, label="Model",
-                           info="the models this studio offers", **kwargs)
-    return gr.Textbox(label="Model", value=default_model,
-                      info=f"Hugging Face repo id, or a folder under {policy.output_root.name}/ or --model-dir",
-                      **kwargs)
-
-
 def splitter_input(policy):
     """Named splitters; lab mode also takes a regex of its own (run with a time limit)."""
     info = "where the text is cut into parts" + ("" if policy.public else ", or your own regex (1 s limit)")
@@ -133,7 +94,7 @@ def chunk_rows(take):
 
 def build(engine, default_model: str):
     try:
-        voices, summary = engine.kokoro_voices(default_model)
+        voices, summary = ui_errors(engine.kokoro_voices)(default_model)
     except gr.Error as e:  # the page still opens; the status says what went wrong
         voices, summary = [], f"Could not load `{default_model}`: {e.message}"
     first_voice = default_voice(voices)
@@ -204,6 +165,7 @@ def build(engine, default_model: str):
         longform_tab.build(engine, model, precision, voice, blend, lang, speed, seed,
                            enabled=not engine.policy.public)  # public mode keeps its bounds
 
+    @ui_errors
     def load_voices(model_id, precision):
         names, summary = engine.kokoro_voices(model_id, precision_to_quantization(precision))
         return voice_choices(names), language_update(names[0] if names else None), summary
@@ -242,7 +204,7 @@ def build(engine, default_model: str):
                       lexicon_file=lexicon_file), progress=progress
         )
         phoneme_lines = "\n".join(p for _, p, _ in take.chunks)
-        return take.files[0], take.files, phoneme_lines, chunk_rows(take), take.stats_markdown() + note
+        return take.files[0], take.files, phoneme_lines, chunk_rows(take), take_stats(take) + note
 
     @ui_errors
     def kokoro_phonemes(model_id, precision, phonemes, voice, blend, lang_code, speed, seed,
@@ -263,7 +225,7 @@ def build(engine, default_model: str):
         take = engine.kokoro_take(
             **request(model_id, precision, "", voice, blend, lang_code, speed, None, seed, phonemes), progress=progress
         )
-        return take.files[0], take.files, chunk_rows(take), take.stats_markdown()
+        return take.files[0], take.files, chunk_rows(take), take_stats(take)
 
     @ui_errors
     def stream_take(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed,
@@ -281,22 +243,21 @@ def build(engine, default_model: str):
         for chunk_file, take in takes:
             phoneme_lines = "\n".join(p for _, p, _ in take.chunks)
             if chunk_file is not None:
-                yield chunk_file, gr.update(), phoneme_lines, chunk_rows(take), take.stats_markdown() + note
+                yield chunk_file, gr.update(), phoneme_lines, chunk_rows(take), take_stats(take) + note
             else:
-                yield None, take.files, phoneme_lines, chunk_rows(take), take.stats_markdown() + note
+                yield None, take.files, phoneme_lines, chunk_rows(take), take_stats(take) + note
 
     settings = [model, precision, text, voice, blend, lang, speed, split_pattern, seed, lexicon]
-    engine_queue = dict(concurrency_id="engine", concurrency_limit=1)
-    load.click(load_voices, [model, precision], [voice, lang, model_status], api_name="kokoro_load", **engine_queue)
+    load.click(load_voices, [model, precision], [voice, lang, model_status], api_name="kokoro_load", **ENGINE_QUEUE)
     voice.change(language_update, [voice, text], lang, api_name="kokoro_voice_language", api_visibility="undocumented",
                  queue=False)
     generate.click(kokoro_generate, settings, [audio, downloads, phonemes, table, stats], api_name="kokoro_generate",
-                   **engine_queue)
+                   **ENGINE_QUEUE)
     speak_phonemes.click(
         kokoro_phonemes, [model, precision, phonemes, voice, blend, lang, speed, seed],
         [audio, downloads, table, stats],
-        api_name="kokoro_phonemes", **engine_queue,
+        api_name="kokoro_phonemes", **ENGINE_QUEUE,
     )
     streaming = stream.click(stream_take, settings, [streamed, downloads, phonemes, table, stats],
-                             api_name="kokoro_stream", **engine_queue)
+                             api_name="kokoro_stream", **ENGINE_QUEUE)
     stop.click(None, cancels=[streaming], api_name="kokoro_stop", api_visibility="private")

@@ -4,22 +4,16 @@ with `mlx_tts.batch` in the studio's process, on the model, voice and settings p
 Each upload gets its own output folder, named by the file's hash: uploading the same file again (after a
 stop, or with one failed chapter fixed in the settings) resumes there instead of starting over."""
 
-import hashlib
 import html
 import zipfile
 from pathlib import Path
 
 import gradio as gr
 
-from mlx_tts.batch import FORMATS, Settings, run_batch
-from mlx_tts.longform_input import SUFFIXES
-
-from .engine import ui_errors
-
-
-def upload_folder(work_dir: Path, path: Path) -> Path:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return work_dir / "longform" / f"{path.stem[:60]}-{digest}"
+from .engine import LONGFORM_FORMATS as FORMATS
+from .engine import LONGFORM_SUFFIXES as SUFFIXES
+from .engine import LongformSettings
+from .widgets import ENGINE_QUEUE, ui_errors
 
 
 def zip_outputs(summary) -> Path:
@@ -62,16 +56,12 @@ def build(engine, model, precision, voice, blend, lang, speed, seed, enabled: bo
         if not path:
             raise gr.Error(f"Upload a file first: one of {', '.join(SUFFIXES)}", print_exception=False)
         path = Path(path)
-        loaded = engine.kokoro_model(model_id, precision_to_quantization(precision), progress)
-        settings = Settings(model=f"{model_id} ({precision})", voice=(blend or "").strip() or voice, lang=lang_code,
-                            speed=float(speed), format=audio_format, seed=int(seed))
-        with engine.lock:
-            summary = run_batch(path, upload_folder(engine.work_dir, path), settings, model=loaded.model,
-                                progress=lambda state: progress(state.chars_done / max(state.chars_total, 1),
-                                                                desc=state.describe()))
+        settings = LongformSettings(model=f"{model_id} ({precision})", voice=(blend or "").strip() or voice,
+                                    lang=lang_code, speed=float(speed), format=audio_format, seed=int(seed))
+        summary = engine.longform(path, model_id, precision_to_quantization(precision), settings, progress)
         files = [zip_outputs(summary)] + [f for f in summary.book if f.suffix.lstrip(".") in FORMATS + ("srt",)]
         lines = html.escape(summary.describe(), quote=False).splitlines()
         return [str(f) for f in files], "\n\n".join(lines)
 
     make.click(make_audio, [source, audio_format, model, precision, voice, blend, lang, speed, seed],
-               [outputs, status], api_name="kokoro_longform", concurrency_id="engine", concurrency_limit=1)
+               [outputs, status], api_name="kokoro_longform", **ENGINE_QUEUE)

@@ -20,7 +20,6 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator, Literal, Optional
 
-import mlx.core as mx
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -34,6 +33,7 @@ from mlx_tts.lexicon import Lexicon, LexiconError
 from mlx_tts.models.kokoro import VoiceBank
 from mlx_tts.models.kokoro.pipeline import SPEED_RANGE, STREAM_FIRST_CHUNK
 from mlx_tts.models.kokoro.voices import VoiceError
+from mlx_tts.take import csm_takes, kokoro_takes
 
 from .engine import CSM_MODEL, MAX_TEXT_CHARS, Engine
 
@@ -230,22 +230,15 @@ class SpeechAPI:
         if speech.lexicon:
             pipeline = pipeline.with_lexicon(Lexicon(speech.lexicon))
         first_chunk_max = STREAM_FIRST_CHUNK if speech.stream else None
-        results = pipeline(speech.input, voice=voice, speed=speech.speed, first_chunk_max=first_chunk_max)
-        seconds, first = 0.0, True
-        while True:
-            with self.engine.lock:
-                if first:  # seeded right before the first chunk, under the same lock
-                    mx.random.seed(speech.seed)
-                    first = False
-                result = next(results, None)
-                if result is None:
-                    return
-                chunk = np.asarray(result.audio[0], dtype=np.float32)
+        takes = kokoro_takes(pipeline, speech.input, voice, speech.speed, seed=speech.seed,
+                             first_chunk_max=first_chunk_max, lock=self.engine.lock, words=captions)
+        words = 0
+        for take in takes:
             if captions:
-                yield chunk, pipeline.word_timings(result, seconds)
+                yield take.pieces[-1], take.words[words:]
+                words = len(take.words)
             else:
-                yield chunk
-            seconds += len(chunk) / audio_io.SAMPLE_RATE
+                yield take.pieces[-1]
 
     def _csm_chunks(self, speech: SpeechRequest) -> Iterator:
         try:
@@ -256,13 +249,9 @@ class SpeechAPI:
             raise ApiError(404, f"unknown CSM voice {speech.voice!r}: give a speaker id 0-{CSM_SPEAKERS - 1} "
                            "(or one of OpenAI's names, for speaker 0)", "voice", "voice_not_found")
         speaker = int(speech.voice) if speech.voice.isdigit() else 0
-        pieces = pipeline.stream(speech.input, speaker=speaker, speed=speech.speed, seed=speech.seed)
-        while True:
-            with self.engine.lock:
-                chunk = next(pieces, None)
-            if chunk is None:
-                return
-            yield np.asarray(chunk, dtype=np.float32).reshape(-1)
+        takes = csm_takes(pipeline, speech.input, speech.seed, self.engine.lock, speaker=speaker, speed=speech.speed)
+        for take in takes:
+            yield take.pieces[-1]
 
     # ---- routes -------------------------------------------------------------------------------------
 

@@ -143,7 +143,8 @@ class Policy:
         terms = [text] if text in names or Path(text).suffix.lower() in VOICE_SUFFIXES else re.split(r"[+,]", text)
         for term in terms:
             term = re.sub(r"\(\s*[^()]*\)\s*$", "", term).strip()  # a blend weight, `name(2)`
-            path_like = os.sep in term or Path(term).suffix.lower() in VOICE_SUFFIXES or Path(term).expanduser().exists()
+            path_like = (os.sep in term or Path(term).suffix.lower() in VOICE_SUFFIXES
+                         or Path(term).expanduser().exists())
             if term in names or not path_like:
                 continue  # a name (unknown names are the voice bank's to report)
             roots = [model_folder] + ([self.upload_root] if self.upload_root else [])

@@ -5,12 +5,18 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from mlx_tts.quantize import RECIPES, VALID_BITS, VALID_GROUP_SIZES
-
-from .engine import Quantization, ui_errors
-from .kokoro_tab import (PLAIN_PLAYER, labelled_voices, language_choices, language_update, model_input, voice_choices,
-                         voice_language)
-from .policy import check_bits, check_group_size
+from .engine import RECIPES, VALID_BITS, VALID_GROUP_SIZES, Quantization, check_bits, check_group_size
+from .widgets import (
+    ENGINE_QUEUE,
+    PLAIN_PLAYER,
+    labelled_voices,
+    language_choices,
+    language_update,
+    model_input,
+    ui_errors,
+    voice_choices,
+    voice_language,
+)
 
 TABLE_HEADERS = ["measure", "full precision", "quantized"]
 HISTORY_COLUMNS = ["bits", "log-mel distance (dB)", "group size", "recipe"]
@@ -75,7 +81,7 @@ def spectrogram_image(log_mels: dict, width=720, dynamic_range_db=80.0) -> np.nd
 
 def build(engine, default_model: str):
     try:
-        voices, _ = engine.kokoro_voices(default_model)
+        voices, _ = ui_errors(engine.kokoro_voices)(default_model)
     except gr.Error:
         voices = []
     first_voice = voices[0] if voices else None
@@ -171,15 +177,15 @@ def build(engine, default_model: str):
     @ui_errors
     def download_zip(model_id, bits, group_size, recipe):
         """The quantized model (quantizing first if needed) as a zip of the folder load_model loads."""
-        return str(engine.export_quantized(model_id, quantization(bits, group_size, recipe)))
+        return str(engine.save_quantized(model_id, quantization(bits, group_size, recipe)))
 
+    @ui_errors
     def load_voices(model_id):
         names, _ = engine.kokoro_voices(model_id)
         return voice_choices(names)
 
-    engine_queue = dict(concurrency_id="engine", concurrency_limit=1)
     model_picked = model.change if engine.policy.public else model.submit  # a dropdown has no submit
-    model_picked(load_voices, model, voice, api_name="quant_voices", **engine_queue)
+    model_picked(load_voices, model, voice, api_name="quant_voices", **ENGINE_QUEUE)
     voice.change(language_update, voice, lang, api_name="quant_voice_language",
                  api_visibility="undocumented", queue=False)
     compare.click(
@@ -187,10 +193,10 @@ def build(engine, default_model: str):
         [model, bits, group_size, recipe, text, voice, lang, seed, history],
         [table, reference_audio, candidate_audio, measures, spectrograms, history_plot, history],
         api_name="quant_compare",
-        **engine_queue,
+        **ENGINE_QUEUE,
     )
     if engine.policy.public:
-        save.click(download_zip, [model, bits, group_size, recipe], saved, api_name="quant_download", **engine_queue)
+        save.click(download_zip, [model, bits, group_size, recipe], saved, api_name="quant_download", **ENGINE_QUEUE)
     else:
         save.click(save_folder, [model, bits, group_size, recipe, destination], saved, api_name="quant_save",
-                   **engine_queue)
+                   **ENGINE_QUEUE)

@@ -144,16 +144,16 @@ def interleave_rows(weight: mx.array, heads: int) -> mx.array:
 
 def mlx_audio_csm_weights(model) -> dict:
     """Our CSM (codec left out) -> MLX-Audio's names and q/k row order."""
-    heads = {"backbone": model.args.backbone, "decoder": model.args.decoder}
+    stacks = {"backbone": model.args.backbone, "decoder": model.args.decoder}
     out = {}
     for key, value in tree_flatten(model.parameters()):
         if key.startswith("codec."):
             continue
         parts = key.split(".")
-        if parts[0] in heads and parts[-2] in ("q_proj", "k_proj"):
-            stack = heads[parts[0]]
-            n_heads = stack.num_attention_heads if parts[-2] == "q_proj" else stack.num_key_value_heads
-            value = interleave_rows(value, n_heads)
+        if parts[0] in stacks and parts[-2] in ("q_proj", "k_proj"):
+            stack = stacks[parts[0]]
+            heads = stack.num_attention_heads if parts[-2] == "q_proj" else stack.num_key_value_heads
+            value = interleave_rows(value, heads)
         out[f"model.{key}"] = value
     return out
 

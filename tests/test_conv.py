@@ -163,12 +163,22 @@ def test_depthwise_upsampler_keeps_mlx_path():
     assert_close(y, reference(True, x, w, b, 2, 1, 1, groups=c))
 
 
-def test_non_float32_uses_mlx_ops(monkeypatch):
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_half_precision_runs_widened_to_float32_in_the_kernel(monkeypatch, kernel, dtype, transpose):
+    """A half-precision model's convolutions (weights, or inputs too) run on the float32 kernel and come back in
+    the input's dtype."""
     monkeypatch.setenv("MLX_TTS_CONV", "auto")
-    x, w, b = random_operands(200, 32, 16, 7, dtype=mx.float16)
-    y = conv.conv1d(x, w, b, padding=6, dilation=2)
-    assert y.dtype == mx.float16
-    assert_close(y, reference(False, x, w, b, 1, 6, 2), tol=1e-2)
+    x, w, b = random_operands(200, 32, 16, 7, dtype=dtype)
+    name, args = ("conv_transpose1d", (2, 3, 1)) if transpose else ("conv1d", (1, 6, 2))
+    calls, kernel_fn = [], getattr(kernel, name)
+    monkeypatch.setattr(kernel, name, lambda *a: calls.append(a) or kernel_fn(*a))
+    for x_in in (x, x.astype(mx.float32)):  # half-precision activations, or float32 ones on half weights
+        y = getattr(conv, name)(x_in, w, b, *args)
+        assert y.dtype == x_in.dtype
+        widened = reference(transpose, x.astype(mx.float32), w.astype(mx.float32), b.astype(mx.float32), *args)
+        assert_close(y, widened, tol=1e-2 if x_in.dtype != mx.float32 else 1e-4)
+    assert len(calls) == 2 and all(a.dtype == mx.float32 for a in calls[0][:3])
 
 
 @pytest.mark.parametrize("choice", ["mlx", "mlx-ops", "auto"])

@@ -97,6 +97,25 @@ def test_lstm_recurrence_matches_mlx_steps(kernel, batch, steps):
     np.testing.assert_allclose(np.array(native), np.array(lstm_without_kernels(lstm, x)), atol=2e-6)
 
 
+@pytest.mark.parametrize("input_dtype", [mx.float32, mx.bfloat16])
+def test_bfloat16_lstm_runs_widened_in_the_native_recurrence(kernel, input_dtype):
+    """A bfloat16 model's LSTM on the CPU: its weights widened to float32, the recurrence native, the output in
+    the input's dtype, equal to the float32 LSTM on the same (rounded) weights."""
+    mx.random.seed(5)
+    lstm = BiLSTM(40, 24)
+    lstm.bias = mx.random.normal(lstm.bias.shape)
+    lstm.set_dtype(mx.bfloat16)
+    x = (mx.random.normal((1, 30, 40)) * 2).astype(input_dtype)
+    calls, kernel_fn = [], kernel.lstm_recurrence
+    with mock.patch.object(kernel, "lstm_recurrence", side_effect=lambda *a: calls.append(a) or kernel_fn(*a)):
+        y = lstm(x)
+    assert len(calls) == 1 and y.dtype == input_dtype
+    widened = BiLSTM(40, 24)
+    widened.update({k: v.astype(mx.float32) for k, v in lstm.parameters().items()})
+    expected = np.array(widened(x.astype(mx.float32)).astype(input_dtype).astype(mx.float32))
+    np.testing.assert_allclose(np.array(y.astype(mx.float32)), expected, atol=1e-6)
+
+
 @pytest.mark.reference
 def test_lstm_recurrence_matches_torch(kernel):
     torch = pytest.importorskip("torch")

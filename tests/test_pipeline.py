@@ -73,6 +73,22 @@ def test_raw_phonemes_override_pronunciation(pipeline):
         next(iter(pipeline.from_phonemes("kˈʊk7", voice="af_test")))
 
 
+def test_edited_phoneme_lines_are_one_chunk_each_and_all_checked_before_any_is_spoken(pipeline):
+    results = list(pipeline.from_phoneme_lines("kˈʊk\n\n  hˈi  \n", voice="af_test", speed=SPEED))
+    assert [r.phonemes for r in results] == ["kˈʊk", "hˈi"]
+    with pytest.raises(ValueError, match="doesn't know: 7"):
+        pipeline.from_phoneme_lines(["kˈʊk", "hˈi7"], voice="af_test")  # at the call: nothing made yet
+    with pytest.raises(ValueError, match="phonemes are empty"):
+        pipeline.from_phoneme_lines("\n \n", voice="af_test")
+
+
+def test_bad_input_to_the_pipeline_raises_at_the_call(pipeline):
+    with pytest.raises(MlxTtsError, match="not a valid regular expression"):
+        pipeline("Hello.", voice="af_test", split_pattern="(unclosed")  # no chunk asked for yet
+    with pytest.raises(ValueError, match="speed must be between"):
+        pipeline("Hello.", voice="af_test", speed=9)
+
+
 @pytest.mark.parametrize(
     "text, kwargs, message",
     [

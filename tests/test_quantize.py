@@ -193,6 +193,26 @@ def bits_by_layer(model) -> dict:
     return {path: getattr(m, "bits", None) for path, m in layers(model).items()}
 
 
+def test_expand_once_dequantizes_a_shared_layer_once(monkeypatch):
+    """Within `expand_once`, a quantized layer applied many times over many positions (ALBERT's shared layer)
+    is dequantized once; outside it, once a call. The output is the same either way."""
+    from mlx_tts import layers as quantize
+
+    mx.random.seed(0)
+    layer = nn.Linear(128, 64).to_quantized(group_size=64, bits=4)
+    x = mx.random.normal((1, 20, 128))
+    calls, dequantized = [], quantize.dequantized_weight
+    monkeypatch.setattr(quantize, "dequantized_weight", lambda layer: calls.append(layer) or dequantized(layer))
+    plain = [quantize.linear(layer, x) for _ in range(3)]
+    assert len(calls) == (3 if mx.default_device() == mx.cpu else 0)
+    calls.clear()
+    with quantize.expand_once():
+        shared = [quantize.linear(layer, x) for _ in range(3)]
+    assert len(calls) == (1 if mx.default_device() == mx.cpu else 0)
+    for a, b in zip(plain, shared):
+        assert mx.array_equal(a, b)
+
+
 def test_mixed_recipes_by_name(tiny_model):
     model = fresh_copy(tiny_model)
     _, config = quantize_model(model, model.config, group_size=64, bits=4, recipe="mixed")

@@ -202,7 +202,7 @@ def test_stale_work_folders_are_deleted_at_start(tmp_path):
 def test_unexpected_errors_are_internal_errors_with_an_id_in_the_log(caplog):
     import gradio as gr
 
-    from studio.engine import ui_errors
+    from studio.widgets import ui_errors
 
     @ui_errors
     def broken():

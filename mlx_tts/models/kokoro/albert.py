@@ -11,7 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ...activations import attention, gelu_tanh
-from ...layers import linear  # quantized layers over many tokens run as float GEMMs on the CPU
+from ...layers import expand_once, linear  # quantized layers over many tokens run as float GEMMs on the CPU
 
 # Hugging Face's names for the activations ALBERT checkpoints use; "gelu_new" is the tanh approximation.
 ACTIVATIONS = {"gelu_new": gelu_tanh, "gelu": nn.gelu}
@@ -113,8 +113,9 @@ class AlbertEncoder(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = linear(self.embedding_hidden_mapping_in, x)
-        for _ in range(self.num_hidden_layers):
-            x = self.layer(x)
+        with expand_once():  # the shared layer's low-precision weights expanded once, not once per application
+            for _ in range(self.num_hidden_layers):
+                x = self.layer(x)
         return x
 
 
@@ -127,4 +128,7 @@ class Albert(nn.Module):
         self.encoder = AlbertEncoder(args)
 
     def __call__(self, input_ids: mx.array) -> mx.array:
-        return self.encoder(self.embeddings(input_ids))
+        x = self.embeddings(input_ids)
+        if mx.default_device() == mx.cpu:  # a half-precision model's layer runs in float32: MLX's CPU ops are
+            x = x.astype(mx.float32)  # slow in bfloat16, and its weights are widened for the GEMMs anyway
+        return self.encoder(x)

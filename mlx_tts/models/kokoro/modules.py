@@ -131,6 +131,11 @@ def _lstm_step(gates_x, h, c, w_hh):
 
 def bilstm(x, weight_ih, weight_hh, bias):
     """A single-layer bidirectional LSTM over x [B, T, in] (see BiLSTM for the weights' layout)."""
+    operands = (x, weight_ih, weight_hh, bias)
+    if mx.default_device() == mx.cpu and any(a.dtype != mx.float32 for a in operands):
+        # On the CPU a half-precision LSTM runs widened to float32, in the native recurrence (MLX's step-by-step
+        # ops in bfloat16 are many times slower); one pass over its weights.
+        return bilstm(*(a.astype(mx.float32) for a in operands)).astype(x.dtype)
     B, T, _ = x.shape
     H = weight_hh.shape[-1]
     gates_x = mx.addmm(bias, x, weight_ih.T).reshape(B, T, 2, 4 * H)

@@ -142,16 +142,24 @@ class KokoroPipeline:
         split_pattern: Optional[str] = r"\n+",
         first_chunk_max: Optional[int] = None,
     ) -> Iterator[Result]:
-        """Yield one `Result` per chunk. `first_chunk_max` caps the first chunk's phonemes (cut at a clause or
-        word boundary) so that streamed audio starts sooner; later chunks are packed up to the model's limit."""
+        """One `Result` per chunk. `first_chunk_max` caps the first chunk's phonemes (cut at a clause or word
+        boundary) so that streamed audio starts sooner; later chunks are packed up to the model's limit.
+
+        Bad input (empty text, a speed out of range, an unknown voice, a split pattern that is not a regex or
+        takes too long on this text) raises here, at the call; the chunks are phonemized and spoken as they
+        are asked for, so a caller can check input before it takes a lock and make each chunk under it."""
         if not isinstance(text, str) or not text.strip():
             raise PipelineError("text is empty: give some text to speak")
         check_speed(speed)
         pack = self.voices.resolve(voice)
+        parts = split_text(text, split_pattern)
+        return self._speak_text(text, parts, voice, pack, speed, first_chunk_max)
+
+    def _speak_text(self, text: str, parts: list, voice, pack, speed, first_chunk_max) -> Iterator[Result]:
         mismatch = script_mismatch(text, self.lang_code)
         if mismatch:
             logger.warning(mismatch)
-        chunks = self.chunk_text(text, split_pattern)
+        chunks = self._chunk_parts(parts)
         if not chunks:
             hint = f". {mismatch}" if mismatch else ""
             raise PipelineError(f"nothing pronounceable in the text: {text[:80]!r}{hint}")
@@ -160,18 +168,34 @@ class KokoroPipeline:
     def from_phonemes(
         self, phonemes: str, voice: str, speed: float = 1.0, first_chunk_max: Optional[int] = None
     ) -> Iterator[Result]:
-        """Speak raw phonemes (to override pronunciations); long input is chunked like text."""
-        if not isinstance(phonemes, str) or not phonemes.strip():
+        """Speak raw phonemes (to override pronunciations); long input is chunked like text. Bad input raises
+        here, at the call."""
+        return self.from_phoneme_lines([phonemes], voice, speed, first_chunk_max)
+
+    def from_phoneme_lines(
+        self, lines, voice: str, speed: float = 1.0, first_chunk_max: Optional[int] = None
+    ) -> Iterator[Result]:
+        """Speak edited phonemes, one chunk per line (a string is cut at its line breaks; blank lines are
+        skipped; a line over the model's limit is chunked like text). `first_chunk_max` caps the first line.
+        Every line is checked here, at the call, before any is spoken."""
+        lines = [line.strip() for line in (lines.splitlines() if isinstance(lines, str) else lines) if line.strip()]
+        if not lines:
             raise PipelineError("phonemes are empty")
         check_speed(speed)
-        unknown = sorted({c for c in phonemes if c not in self.model.vocab and not c.isspace()})
-        if unknown:
-            raise PipelineError(f"phonemes contain symbols the model doesn't know: {' '.join(unknown)}")
+        per_line = []
+        for line in lines:
+            unknown = sorted({c for c in line if c not in self.model.vocab and not c.isspace()})
+            if unknown:
+                raise PipelineError(f"phonemes contain symbols the model doesn't know: {' '.join(unknown)}")
+            per_line.append(self._pack(self._split_to_limit(line, _same)))
+            if not per_line[-1]:
+                raise PipelineError(f"nothing pronounceable in the phonemes: {line[:80]!r}")
         pack = self.voices.resolve(voice)
-        chunks = self._pack(self._split_to_limit(phonemes.strip(), _same))
-        if not chunks:
-            raise PipelineError(f"nothing pronounceable in the phonemes: {phonemes[:80]!r}")
-        yield from self._speak(chunks, voice, pack, speed, first_chunk_max, _same)
+        return self._speak_lines(per_line, voice, pack, speed, first_chunk_max)
+
+    def _speak_lines(self, per_line: list, voice, pack, speed, first_chunk_max) -> Iterator[Result]:
+        for i, chunks in enumerate(per_line):
+            yield from self._speak(chunks, voice, pack, speed, first_chunk_max if i == 0 else None, _same)
 
     def _speak(
         self, chunks: list, voice, pack: mx.array, speed: float, first_chunk_max, phonemize
@@ -204,7 +228,9 @@ class KokoroPipeline:
 
     def chunk_text(self, text: str, split_pattern: Optional[str] = r"\n+") -> list:
         """(graphemes, phonemes) pairs, each under the phoneme limit, covering all pronounceable text."""
-        parts = split_text(text, split_pattern)
+        return self._chunk_parts(split_text(text, split_pattern))
+
+    def _chunk_parts(self, parts: list) -> list:
         chunks = []
         for part in parts:
             sentences = [s for s in SENTENCE_END.split(part.strip()) if s.strip()]
