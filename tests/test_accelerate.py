@@ -13,11 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = textwrap.dedent(
     """
-    import json, os, sys, threading
+    import json, os, sys, sysconfig, threading
 
-    def libraries():
+    # the interpreter's own extension modules (lib-dynload), not site-packages, which may sit below the stdlib
+    DYNLOAD = os.path.realpath(os.path.join(sysconfig.get_path("stdlib"), "lib-dynload")) + os.sep
+
+    def libraries():  # shared libraries mapped, less the standard library's (_typing, ...)
         with open("/proc/self/maps") as f:
-            return {line.split()[-1] for line in f if ".so" in line}
+            paths = {line.split()[-1] for line in f if ".so" in line}
+        return {p for p in paths if not os.path.realpath(p).startswith(DYNLOAD)}
 
     env, libs, modules = dict(os.environ), libraries(), set(sys.modules)
     import mlx_tts
