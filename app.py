@@ -68,7 +68,7 @@ def main(argv=None):
     logging.getLogger("mlx_tts.studio").info("studio: %s mode, work folder %s", policy.mode, work.path)
     engine = Engine(work_dir=work.path / "work", policy=policy)
     demo = build_app(engine, kokoro_model=args.model, csm_model=args.csm_model, max_queue=args.max_queue)
-    api = openai_api.app_kwargs(engine, openai_api.ApiSettings.from_config(args, public=policy.public))
+    api = openai_api.app_kwargs(engine, openai_api.ApiSettings.from_config(args, policy))
     launch(demo, host=args.host, port=args.port, share=args.share, app_kwargs=api)
 
 

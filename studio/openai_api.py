@@ -4,12 +4,12 @@
   plus `lang_code`, `lexicon` (`{"word": "phonemes"}`) and `seed`. Other fields (a split pattern, say) are
   refused by name.
 - `POST /v1/audio/speech/captioned`: the same request; JSON with the audio (base64) and word timestamps.
-- `GET /v1/models`, `GET /v1/audio/voices`: what can be asked for.
+- `GET /v1/models`, `GET /v1/audio/voices`: what can be asked for now (`csm` once its weights are here).
 
 Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 bad input, 401 a missing
 or wrong key (when one is set), 404 an unknown model or voice, 413 input too long, 503 too many requests
-waiting. `ApiSettings.from_config` reads the app's configuration: `public` and `allowed_models` (when the
-configuration has them) decide which models are served.
+waiting. `ApiSettings.from_config` reads the app's flags and the studio's policy: a lab studio serves every
+model, a public one Kokoro, and CSM when the studio's allowlist has the CSM model.
 """
 
 import base64
@@ -18,13 +18,15 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Literal, Optional
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from huggingface_hub import snapshot_download
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlx_tts import audio as audio_io
 from mlx_tts.errors import MlxTtsError
@@ -36,6 +38,7 @@ from mlx_tts.models.kokoro.voices import VoiceError
 from mlx_tts.take import csm_takes, kokoro_takes
 
 from .engine import CSM_MODEL, MAX_TEXT_CHARS, Engine
+from .policy import Policy, StudioError, check_seed
 
 logger = logging.getLogger("mlx_tts.studio.api")
 
@@ -75,15 +78,17 @@ class ApiSettings:
     max_waiting: int = 16
 
     @classmethod
-    def from_config(cls, config, **overrides) -> "ApiSettings":
+    def from_config(cls, config, policy: Optional[Policy] = None, **overrides) -> "ApiSettings":
         """Settings from the app's configuration (app.py's parsed flags, or a config object with the same
-        attributes): model, csm_model, api_key, max_queue, and public / allowed_models where it has them."""
+        attributes: model, csm_model, api_key, max_queue) and the studio's policy (lab when none is given)."""
+        policy = policy or Policy()
+        csm_model = getattr(config, "csm_model", CSM_MODEL)
         values = dict(
-            kokoro_model=config.model, csm_model=getattr(config, "csm_model", CSM_MODEL),
-            api_key=getattr(config, "api_key", None) or None, public=bool(getattr(config, "public", False)),
-            allowed_models=getattr(config, "allowed_models", None),
-            max_waiting=getattr(config, "max_queue", 16),
+            kokoro_model=config.model, csm_model=csm_model, api_key=getattr(config, "api_key", None) or None,
+            public=policy.public, max_waiting=getattr(config, "max_queue", 16),
         )
+        if policy.public and allows(policy, csm_model):
+            values["allowed_models"] = MODEL_NAMES  # the studio offers CSM to visitors: so does the API
         return cls(**{**values, **overrides})
 
     @property
@@ -108,6 +113,11 @@ class SpeechRequest(BaseModel):
     lexicon: Optional[dict[str, str]] = None
     seed: int = 0
 
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_range(cls, seed: int) -> int:
+        return check_seed(seed)  # the studio's check: beyond 0..2^32-1 MLX raises TypeError
+
 
 def _validation_error(e: ValidationError) -> ApiError:
     first = e.errors()[0]
@@ -115,7 +125,29 @@ def _validation_error(e: ValidationError) -> ApiError:
     if first["type"] == "extra_forbidden":
         fields = ", ".join(SpeechRequest.model_fields)
         return ApiError(400, f"unknown parameter {param!r}: this endpoint takes {fields}", param, "unknown_parameter")
+    if first["type"] == "value_error":  # a studio check's own message, which says what is accepted
+        return ApiError(400, str(first["ctx"]["error"]), param, "invalid_value")
     return ApiError(400, f"{param}: {first['msg']}", param, "invalid_value")
+
+
+def allows(policy: Policy, model_id: str) -> bool:
+    """Whether the studio's policy lets `model_id` be loaded."""
+    try:
+        policy.model_source(model_id)
+    except StudioError:
+        return False
+    return True
+
+
+def on_disk(source: str) -> bool:
+    """Whether loading `source` needs no download: a local folder, or a Hub repo already in the local cache."""
+    if Path(source).expanduser().exists():
+        return True
+    try:
+        snapshot_download(source, local_files_only=True)
+    except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or not a repo id (HFValidationError)
+        return False
+    return True
 
 
 def openai_voice_table(names: list) -> dict:
@@ -197,6 +229,28 @@ class SpeechAPI:
             terms.append(name + (match["weight"] or ""))
         return "+".join(terms)
 
+    # ---- CSM ----------------------------------------------------------------------------------------
+
+    def csm_pipeline(self):
+        """CSM's pipeline, its model loaded on first use; a 404 that says why when it can't be."""
+        try:
+            return self.engine.csm(self.settings.csm_model)[1]
+        except MlxTtsError as e:
+            raise ApiError(404, f"model 'csm' is not available: {e}", "model", "model_not_available") from None
+
+    def csm_servable(self) -> bool:
+        """Whether a `csm` request would be answered now: the load it makes, tried only when the model's files
+        are already here (listing the models must not start a download of gigabytes)."""
+        if "csm" not in self.settings.models:
+            return False
+        try:
+            if not on_disk(self.engine.policy.model_source(self.settings.csm_model)):
+                return False
+            self.csm_pipeline()
+        except (StudioError, ApiError):
+            return False
+        return True
+
     # ---- synthesis ----------------------------------------------------------------------------------
 
     def chunks(self, speech: SpeechRequest, captions: bool = False) -> Iterator:
@@ -241,10 +295,7 @@ class SpeechAPI:
                 yield take.pieces[-1]
 
     def _csm_chunks(self, speech: SpeechRequest) -> Iterator:
-        try:
-            _, pipeline = self.engine.csm(self.settings.csm_model)
-        except MlxTtsError as e:
-            raise ApiError(404, f"model 'csm' is not available: {e}", "model", "model_not_available") from None
+        pipeline = self.csm_pipeline()
         if speech.voice not in {str(i) for i in range(CSM_SPEAKERS)} and speech.voice.lower() not in OPENAI_VOICES:
             raise ApiError(404, f"unknown CSM voice {speech.voice!r}: give a speaker id 0-{CSM_SPEAKERS - 1} "
                            "(or one of OpenAI's names, for speaker 0)", "voice", "voice_not_found")
@@ -339,23 +390,25 @@ class SpeechAPI:
             self.check_key(request)
         except ApiError as e:
             return e.response()
+        csm = await run_in_threadpool(self.csm_servable)
         sources = {name: self.settings.kokoro_model for name in KOKORO_NAMES} | {"csm": self.settings.csm_model}
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "mlx-tts", "root": sources[name]}
-            for name in self.settings.models
+            for name in self.settings.models if name != "csm" or csm
         ]}
 
     async def list_voices(self, request: Request):
         try:
             self.check_key(request)
             names = await run_in_threadpool(self.kokoro_voice_names)
+            csm = await run_in_threadpool(self.csm_servable)
         except ApiError as e:
             return e.response()
         except (MlxTtsError, ValueError) as e:
             return ApiError(503, f"the Kokoro model is not available: {e}", None, "model_not_available",
                             "server_error").response()
         return {"voices": names, "openai_voices": openai_voice_table(names),
-                "csm_voices": [str(i) for i in range(CSM_SPEAKERS)] if "csm" in self.settings.models else []}
+                "csm_voices": [str(i) for i in range(CSM_SPEAKERS)] if csm else []}
 
 
 def app_kwargs(engine: Engine, settings: ApiSettings) -> dict:

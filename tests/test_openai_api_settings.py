@@ -1,5 +1,5 @@
-"""The speech API's rules that need no model: which models public and lab mode serve, the busy answer (503)
-and the key, through FastAPI's test client on the API's own routes."""
+"""The speech API's rules that need no model: which models public and lab mode serve, the bad-request, busy
+(503) and key answers, through FastAPI's test client on the API's own routes."""
 
 from types import SimpleNamespace
 
@@ -7,9 +7,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import app
 from studio.engine import Engine
 from studio.openai_api import ApiSettings, SpeechAPI, openai_voice_table
-from studio.policy import Policy
+from studio.policy import MAX_SEED, PUBLIC, Policy
 
 BODY = {"model": "tts-1", "input": "こんにちは。", "voice": "jf_alpha"}
 
@@ -30,12 +31,36 @@ def test_lab_mode_serves_every_model_public_mode_only_kokoro_unless_allowed():
 
 
 def test_settings_come_from_the_apps_configuration():
-    config = SimpleNamespace(model="m", csm_model="c", api_key="", max_queue=3, public=True,
-                             allowed_models=["kokoro"])
-    settings = ApiSettings.from_config(config)
+    config = SimpleNamespace(model="m", csm_model="c", api_key="", max_queue=3)
+    settings = ApiSettings.from_config(config, Policy(PUBLIC, allowed_models=["m"]))
     assert (settings.kokoro_model, settings.csm_model, settings.api_key, settings.max_waiting) == ("m", "c", None, 3)
-    assert settings.models == ("kokoro",)
-    assert ApiSettings.from_config(SimpleNamespace(model="m")).models[-1] == "csm"  # no public flag: lab
+    assert settings.public and settings.models == ("kokoro", "tts-1", "tts-1-hd")
+    assert ApiSettings.from_config(SimpleNamespace(model="m")).models[-1] == "csm"  # no policy: lab
+
+
+@pytest.mark.parametrize("allowed, served", [((), False), (("org/csm",), True)])
+def test_a_public_studio_serves_csm_over_the_api_when_its_allowlist_has_the_csm_model(allowed, served):
+    args = app.parse_args(["--public", "--model", "org/kokoro", "--csm-model", "org/csm",
+                           *(f"--allow-model={m}" for m in allowed)])
+    policy = Policy(args.mode, allowed_models=[args.model, *args.allow_model])  # app.py's adds --csm-model too
+    assert ("csm" in ApiSettings.from_config(args, policy).models) is served
+
+
+@pytest.mark.parametrize("seed", [-1, MAX_SEED + 1, 2**64])
+def test_a_seed_outside_mlxs_range_is_a_bad_request(seed):
+    _, client = client_for(ApiSettings("kokoro-folder"))
+    response = client.post("/v1/audio/speech", json={**BODY, "seed": seed})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "seed" and str(MAX_SEED) in response.json()["error"]["message"]
+
+
+def test_csm_is_listed_only_once_its_weights_are_here(tmp_path):
+    engine = Engine(policy=Policy(model_roots=[tmp_path]))
+    for csm_model in ("mlx-tts-tests/not-in-the-cache", str(tmp_path / "no-csm-here")):  # neither is downloaded
+        _, client = client_for(ApiSettings("unused-kokoro", csm_model=csm_model), engine)
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["kokoro", "tts-1", "tts-1-hd"]
+    response = client.post("/v1/audio/speech", json={**BODY, "model": "csm", "voice": "0"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_available"
 
 
 def test_a_request_beyond_the_waiting_slots_gets_503():
@@ -73,6 +98,7 @@ def test_csm_speaks_through_the_api_once_its_weights_are_there(tmp_path):
     folder = tiny_mlx_csm_folder(tmp_path / "tiny-csm")
     engine = Engine(policy=Policy(model_roots=[tmp_path]))  # lab mode loads local folders from its roots only
     _, client = client_for(ApiSettings("unused-kokoro", csm_model=str(folder)), engine)
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]][-1] == "csm"
     response = client.post("/v1/audio/speech", json={"model": "csm", "input": "hello there", "voice": "1",
                                                        "response_format": "pcm"})
     assert response.status_code == 200, response.text
