@@ -4,7 +4,7 @@ INPUT is a book (.txt, .md, .epub: one unit per chapter) or a dataset (.csv, .js
 rows: one unit per row); see `mlx_tts.longform_input`. Each unit becomes one audio file in OUTDIR and one line
 of OUTDIR/manifest.jsonl (id, text, voice, seconds, sample rate, file, sha256, or the unit's error). A book
 also gets book.<format> (the chapters joined, with a pause between them), chapters.json (where each chapter
-starts and ends in it) and book.srt (one caption per synthesized chunk).
+starts and ends in it) and book.srt (short captions timed word by word, as `mlx_tts.captions` makes them).
 
 Execution: `--workers 1` (the default) runs in this process. `--workers N` starts N Ray actors, each with
 its own loaded model and `MLX_TTS_THREADS` threads (N x threads <= the CPUs Ray sees); `--address auto`
@@ -42,7 +42,7 @@ from typing import Callable, Optional
 import numpy as np
 import soundfile as sf
 
-from . import DEFAULT_MODEL, accelerate  # neither loads MLX: an actor's process sets itself up first
+from . import DEFAULT_MODEL, accelerate, captions  # none loads MLX: an actor's process sets itself up first
 from .audio import SAMPLE_RATE, AudioStreamEncoder, encode_audio
 from .errors import MlxTtsError
 from .longform_input import SUFFIXES, InputError, Unit, file_stem, read_input
@@ -199,11 +199,10 @@ class UnitWorker:
         if voice is None:
             raise InputError(f"{settings.model!r} has no voices of its own; give one with --voice")
         take = last(kokoro_takes(pipeline, unit.text, voice, settings.speed, settings.split_pattern,
-                                 unit_seed(settings.seed, unit.id), words=False))
-        cues, made = [], 0
-        for piece, (graphemes, _, _) in zip(take.pieces, take.chunks):
-            cues.append([round(made / SAMPLE_RATE, 3), round((made + len(piece)) / SAMPLE_RATE, 3), graphemes])
-            made += len(piece)
+                                 unit_seed(settings.seed, unit.id)))
+        # Short cues grouped as the studio's captions are (not a chunk's whole text); the manifest keeps the
+        # cues, not every word's timing, and book.srt joins them.
+        cues = [[round(start, 3), round(end, 3), text] for start, end, text in captions.cues(take.words)]
         samples = take.audio
         audio = encode_audio(samples, SAMPLE_RATE, settings.format, bit_rate=MP3_BIT_RATE)
         return {"voice": voice, "lang": lang, "seconds": round(len(samples) / SAMPLE_RATE, 3),
@@ -530,15 +529,10 @@ def run_batch(input_path, outdir, settings: Settings = Settings(), workers: int 
 # ---- the joined book -----------------------------------------------------------------------------------
 
 
-def srt_time(seconds: float) -> str:
-    ms = int(round(seconds * 1000))
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
 def write_book(outdir: Path, records: list, format: str, gap_s: float) -> list:
     """book.<format> (the chapters in order, `gap_s` of silence between them), chapters.json (the chapters'
-    offsets in it) and book.srt (a caption per chunk). Skipped when chapters.json already describes these
-    very chapter files."""
+    offsets in it) and book.srt (each chapter's caption cues, moved to where it starts). Skipped when
+    chapters.json already describes these very chapter files."""
     book = outdir / f"{BOOK}.{format}"
     files = [book, outdir / CHAPTERS, outdir / f"{BOOK}.srt"]
     sources = [{"id": r["id"], "file": r["file"], "sha256": r["sha256"]} for r in records]
@@ -549,7 +543,7 @@ def write_book(outdir: Path, records: list, format: str, gap_s: float) -> list:
             return files
     except (OSError, ValueError):
         pass
-    chapters, captions, offset = [], [], 0.0
+    chapters, cues, offset = [], [], 0.0
     partial = book.with_name(book.name + PARTIAL)
     with AudioSink(str(partial), SAMPLE_RATE, format) as sink:
         for i, record in enumerate(records):
@@ -561,11 +555,10 @@ def write_book(outdir: Path, records: list, format: str, gap_s: float) -> list:
             seconds = len(audio) / rate
             chapters.append({"id": record["id"], "title": record.get("title") or record["id"],
                              "start_s": round(offset, 3), "end_s": round(offset + seconds, 3)})
-            captions += [(offset + a, offset + b, text) for a, b, text in record.get("cues", [])]
+            cues += [(offset + a, offset + b, text) for a, b, text in record.get("cues", [])]
             offset += seconds
     os.replace(partial, book)
-    srt = "".join(f"{i}\n{srt_time(a)} --> {srt_time(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(captions, 1))
-    write_atomically(files[2], srt)
+    write_atomically(files[2], captions.cues_to_srt(cues))
     index = {"file": book.name, "format": format, "sample_rate": SAMPLE_RATE, "seconds": round(offset, 3),
              "gap_s": gap_s, "sha256": sha256_file(book), "chapters": chapters, "sources": sources}
     write_atomically(files[1], json.dumps(index, ensure_ascii=False, indent=1))

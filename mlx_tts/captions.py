@@ -106,8 +106,13 @@ def _timestamp(seconds: float, separator: str) -> str:
 
 
 def to_srt(words: list) -> str:
+    return cues_to_srt(cues(words))
+
+
+def cues_to_srt(cue_list: list) -> str:
+    """SRT of cues [(start_s, end_s, text)] made earlier (a long-form book joins its chapters' cues)."""
     return "".join(f"{i}\n{_timestamp(s, ',')} --> {_timestamp(e, ',')}\n{text}\n\n"
-                   for i, (s, e, text) in enumerate(cues(words), 1))
+                   for i, (s, e, text) in enumerate(cue_list, 1))
 
 
 def to_vtt(words: list) -> str:

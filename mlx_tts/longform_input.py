@@ -191,7 +191,7 @@ def read_epub(path: Path) -> tuple:
         import ebooklib
         from ebooklib import epub
     except ImportError:
-        raise InputError("reading EPUB needs ebooklib: pip install -r requirements-batch.txt") from None
+        raise InputError("reading EPUB needs ebooklib: pip install -r requirements.txt") from None
     try:
         book = epub.read_epub(str(path), options={"ignore_ncx": True})
     except Exception as e:  # ebooklib raises zipfile, lxml and its own errors for broken books

@@ -21,9 +21,11 @@ import soundfile as sf
 
 from mlx_tts import batch
 from mlx_tts.batch import AudioSink, InputError, Settings, UnitWorker, plan_threads, run_batch
+from mlx_tts.captions import CUE_MAX_S, CUE_MAX_WORDS
 from mlx_tts.longform_input import file_stem, markdown_to_text, read_input, split_chapters
 
 REPO = Path(__file__).resolve().parents[1]
+LONG_SENTENCE = "Mañana vamos todos juntos a la playa con los amigos de mi hermano pequeño."  # 13 words
 SPANISH = ["Hola.", "Sí.", "Adiós.", "Gracias.", "Buenos días.", "Claro.", "Bien.", "Vale.", "Uno.", "Hasta luego."]
 
 
@@ -86,9 +88,9 @@ def test_markdown_is_read_as_a_reader_would_say_it():
 
 
 def make_epub(path):
-    """An EPUB 3 with a table of contents, a cover page without text, two chapters and a note outside the
-    reading order, written with ebooklib."""
-    epub = pytest.importorskip("ebooklib.epub", reason="ebooklib is missing: pip install -r requirements-batch.txt")
+    """An EPUB 3 with a table of contents, a cover page without text, two chapters (the second a sentence too
+    long for one caption) and a note outside the reading order, written with ebooklib."""
+    epub = pytest.importorskip("ebooklib.epub", reason="ebooklib is missing: pip install -r requirements.txt")
     book = epub.EpubBook()
     book.set_identifier("test-book")
     book.set_title("Un libro pequeño")
@@ -96,7 +98,7 @@ def make_epub(path):
     pages = {
         "cover": "<div><img src='cover.png' alt=''/></div>",
         "c1": "<h1>El comienzo</h1><p>Hola a\n todos.</p><p>Buenos <i>días</i>.</p>",
-        "c2": "<h2>El final</h2><p>Hasta mañana.</p>",
+        "c2": f"<h2>El final</h2><p>{LONG_SENTENCE}</p>",
         "note": "<p>Una nota.</p>",
     }
     items = {}
@@ -117,7 +119,7 @@ def test_epub_chapters_come_from_the_spine(tmp_path):
     assert (source.kind, source.title) == ("book", "Un libro pequeño")
     assert [(u.id, u.title, u.text) for u in source.units] == [
         ("ch001", "El comienzo", "El comienzo\nHola a todos.\nBuenos días."),
-        ("ch002", "El final", "El final\nHasta mañana."),
+        ("ch002", "El final", f"El final\n{LONG_SENTENCE}"),
     ]
 
 
@@ -249,6 +251,20 @@ def test_kill_9_loses_at_most_the_unit_in_flight(tmp_path, tiny_checkpoint):
     assert all(r["sha256"] == sha256(out / r["file"]) for r in manifest(out))
 
 
+def srt_cues(path) -> list:
+    """[(start_s, end_s, text)] of an SRT file."""
+    def seconds(stamp):
+        h, m, s = stamp.replace(",", ".").split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    cues = []
+    for block in path.read_text(encoding="utf-8").strip().split("\n\n"):
+        _, times, text = block.split("\n")
+        start, end = times.split(" --> ")
+        cues.append((seconds(start), seconds(end), text))
+    return cues
+
+
 def test_epub_book_joined_with_chapter_marks_and_captions(tmp_path, tiny_checkpoint):
     pytest.importorskip("av", reason="PyAV is not installed: pip install -r requirements-batch.txt")
     out = tmp_path / "book"
@@ -263,11 +279,14 @@ def test_epub_book_joined_with_chapter_marks_and_captions(tmp_path, tiny_checkpo
     assert first["start_s"] == 0 and first["end_s"] == pytest.approx(records[0]["seconds"], abs=1e-3)
     assert second["start_s"] == pytest.approx(first["end_s"] + 0.5, abs=1e-3)
     assert sf.info(str(out / "book.mp3")).duration == pytest.approx(second["end_s"], abs=1e-3)
-    cues = (out / "book.srt").read_text(encoding="utf-8").strip().split("\n\n")
-    # One caption per chunk (a paragraph each here): the heading, two paragraphs; then the second chapter's.
-    assert [c.split("\n")[2] for c in cues] == ["El comienzo", "Hola a todos.", "Buenos días.", "El final",
-                                                "Hasta mañana."]
-    assert cues[3].split("\n")[1].startswith(batch.srt_time(second["start_s"]))
+    # Captions as the captions module groups words: short cues (the long sentence is cut), in order, each
+    # within its chapter, saying every word of the chapter (times are rounded to the millisecond on the way).
+    cues, ms = srt_cues(out / "book.srt"), 1e-3
+    assert all(len(text.split()) <= CUE_MAX_WORDS and 0 <= end - start <= CUE_MAX_S + ms for start, end, text in cues)
+    assert all(a[1] <= b[0] + ms for a, b in zip(cues, cues[1:]))
+    for chapter, record in zip(index["chapters"], records):
+        said = [text for start, end, text in cues if chapter["start_s"] - ms <= start and end <= chapter["end_s"] + ms]
+        assert " ".join(said).split() == record["text"].split()
     assert set(summary.book) == {out / "book.mp3", out / "chapters.json", out / "book.srt"}
     book_mtime = (out / "book.mp3").stat().st_mtime_ns
     again = run_batch(tmp_path / "libro.epub", out, settings_for(tiny_checkpoint, format="mp3"), chapter_gap_s=0.5)

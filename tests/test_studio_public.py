@@ -57,6 +57,15 @@ def test_no_endpoint_takes_a_server_path_and_saving_writes_nothing(client, work_
     assert not (work_dir / "saved").exists() and not (work_dir / "out").exists()
 
 
+def test_no_long_form_accordion(client, url):
+    """A whole book per request would bypass public mode's bounds on text length: no accordion, no endpoint."""
+    assert "/kokoro_longform" not in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    config = httpx.get(url + "config").text
+    assert "Long-form" not in config and "longform-file" not in config
+    response = httpx.post(client.src + "gradio_api/call/kokoro_longform", json={"data": [None] * 9})
+    assert response.status_code >= 400
+
+
 def test_models_and_voices_only_from_the_lists(client):
     assert "not in the list of choices" in refusal(client, model_id="/etc", api_name="/kokoro_load")
     assert "not in the list of choices" in refusal(client, model_id=str(cache_dir()), api_name="/csm_load")
