@@ -22,6 +22,7 @@ full-precision source instead (re-quantizing would compound the errors).
 
 import logging
 import re
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -41,6 +42,22 @@ RECIPES = {
     "mixed": [(CODEC, None), (EMBEDDINGS, 8), (OUTPUT_LAYERS, 8), (SHARED_LAYERS, 8)],
     "keep-embeddings": [(CODEC, None), (EMBEDDINGS, None), (OUTPUT_LAYERS, None)],
 }
+
+@dataclass(frozen=True)
+class Quantization:
+    """The settings of one quantization, as `quantize_model` takes them."""
+
+    bits: int
+    group_size: int = 64
+    recipe: str = "uniform"
+
+    def __str__(self):
+        return f"{self.bits}-bit, group {self.group_size}, {self.recipe}"
+
+    @property
+    def slug(self):  # for folder names
+        return f"{self.bits}b-g{self.group_size}-{self.recipe}"
+
 
 def check_bits(bits: int):
     if bits not in VALID_BITS:

@@ -2,17 +2,11 @@
 
 import gradio as gr
 
+from mlx_tts.cache import cache_dir
+
 from . import csm_tab, kokoro_tab, quant_tab
-from .engine import (
-    CSM_MODEL,
-    DEFAULT_MODEL,
-    MAX_AUDIO_UPLOAD_MB,
-    MAX_AUDIO_UPLOAD_S,
-    MAX_TEXT_CHARS,
-    Engine,
-    cache_dir,
-    ext,
-)
+from .engine import DEFAULT_MODEL, Engine, ext
+from .policy import CSM_MODEL, MAX_AUDIO_UPLOAD_MB, MAX_AUDIO_UPLOAD_S, MAX_TEXT_CHARS
 
 TITLE = "mlx-tts studio"
 INTRO = (

@@ -18,12 +18,8 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_tts import audio as audio_io
-from mlx_tts import ext, quality  # noqa: F401 (ext: the tabs ask whether the native kernels are ready)
-from mlx_tts.batch import FORMATS as LONGFORM_FORMATS  # noqa: F401
-from mlx_tts.batch import Settings as LongformSettings
-from mlx_tts.batch import run_batch
-from mlx_tts.cache import cache_dir  # noqa: F401
+from mlx_tts import audio as audio_io, ext, quality  # noqa: F401 (ext: the tabs ask whether the native kernels are ready)
+from mlx_tts.batch import FORMATS as LONGFORM_FORMATS, Settings as LongformSettings, run_batch  # noqa: F401
 from mlx_tts.errors import MlxTtsError  # noqa: F401
 from mlx_tts.g2p import LANG_CODES, script_mismatch  # noqa: F401
 from mlx_tts.lexicon import load_lexicon  # noqa: F401
@@ -33,7 +29,7 @@ from mlx_tts.models.csm import CSMPipeline
 from mlx_tts.models.csm.pipeline import MAX_REFERENCE_S, MIN_REFERENCE_S  # noqa: F401
 from mlx_tts.models.kokoro import KokoroPipeline, VoiceBank
 from mlx_tts.models.kokoro.pipeline import STREAM_FIRST_CHUNK  # noqa: F401
-from mlx_tts.quantize import RECIPES, VALID_BITS, VALID_GROUP_SIZES, full_precision_layers  # noqa: F401
+from mlx_tts.quantize import RECIPES, VALID_BITS, VALID_GROUP_SIZES, Quantization, full_precision_layers  # noqa: F401
 from mlx_tts.take import Take, csm_takes, kokoro_takes, last
 from mlx_tts.utils import DEFAULT_MODEL, load_model, save_model
 
@@ -41,8 +37,6 @@ from .outputs import Outputs
 from .policy import (  # noqa: F401
     CSM_MODEL,
     DEFAULT_SPLITTER,
-    MAX_AUDIO_UPLOAD_MB,
-    MAX_AUDIO_UPLOAD_S,
     MAX_TEXT_CHARS,
     SPLITTERS,
     Policy,
@@ -56,20 +50,6 @@ from .policy import (  # noqa: F401
 
 MAX_CACHED_MODELS = 3
 TABS = {"kokoro": "Kokoro", "csm": "CSM"}  # model type -> the tab that speaks with it
-
-
-@dataclass(frozen=True)
-class Quantization:
-    bits: int
-    group_size: int = 64
-    recipe: str = "uniform"
-
-    def __str__(self):
-        return f"{self.bits}-bit, group {self.group_size}, {self.recipe}"
-
-    @property
-    def slug(self):
-        return f"{self.bits}b-g{self.group_size}-{self.recipe}"
 
 
 @dataclass

@@ -166,9 +166,10 @@ def build(engine, default_model: str):
                            enabled=not engine.policy.public)  # public mode keeps its bounds
 
     @ui_errors
-    def load_voices(model_id, precision):
+    def load_voices(model_id, precision, text=""):
+        """Load the model; pick its default voice, and follow that voice's language unless the text disagrees."""
         names, summary = engine.kokoro_voices(model_id, precision_to_quantization(precision))
-        return voice_choices(names), language_update(names[0] if names else None), summary
+        return voice_choices(names), language_update(default_voice(names), text), summary
 
     def request(model_id, precision, text, voice, blend, lang_code, speed, split_pattern, seed, phonemes=None,
                 lexicon_file=None):
@@ -248,7 +249,8 @@ def build(engine, default_model: str):
                 yield None, take.files, phoneme_lines, chunk_rows(take), take_stats(take) + note
 
     settings = [model, precision, text, voice, blend, lang, speed, split_pattern, seed, lexicon]
-    load.click(load_voices, [model, precision], [voice, lang, model_status], api_name="kokoro_load", **ENGINE_QUEUE)
+    load.click(load_voices, [model, precision, text], [voice, lang, model_status], api_name="kokoro_load",
+               **ENGINE_QUEUE)
     voice.change(language_update, [voice, text], lang, api_name="kokoro_voice_language", api_visibility="undocumented",
                  queue=False)
     generate.click(kokoro_generate, settings, [audio, downloads, phonemes, table, stats], api_name="kokoro_generate",

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .engine import LONGFORM_FORMATS as FORMATS
-from .engine import LONGFORM_SUFFIXES as SUFFIXES
-from .engine import LongformSettings
+from .engine import LONGFORM_FORMATS as FORMATS, LONGFORM_SUFFIXES as SUFFIXES, LongformSettings
 from .widgets import ENGINE_QUEUE, ui_errors
 
 

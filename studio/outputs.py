@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlx_tts import audio as audio_io
-from mlx_tts import captions
+from mlx_tts import audio as audio_io, captions
 from mlx_tts.convert import convert
 
 KEEP_TAKES = 30  # take folders kept on disk; older ones are deleted

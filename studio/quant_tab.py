@@ -7,15 +7,16 @@ import pandas as pd
 
 from .engine import RECIPES, VALID_BITS, VALID_GROUP_SIZES, Quantization, check_bits, check_group_size
 from .widgets import (
+    DEFAULT_LANG,
     ENGINE_QUEUE,
     PLAIN_PLAYER,
+    default_voice,
     labelled_voices,
     language_choices,
     language_update,
     model_input,
     ui_errors,
     voice_choices,
-    voice_language,
 )
 
 TABLE_HEADERS = ["measure", "full precision", "quantized"]
@@ -84,7 +85,7 @@ def build(engine, default_model: str):
         voices, _ = ui_errors(engine.kokoro_voices)(default_model)
     except gr.Error:
         voices = []
-    first_voice = voices[0] if voices else None
+    first_voice = default_voice(voices)
 
     with gr.Tab("Quantization workbench", id="quant"):
         with gr.Row():
@@ -98,12 +99,11 @@ def build(engine, default_model: str):
                     recipe = gr.Dropdown(list(RECIPES), value="uniform", label="Recipe",
                                          info="which layers get which bits")
             with gr.Column(scale=3):
-                text = gr.Textbox(label="Test text", lines=2,
-                                  value="こんにちは。" if voice_language(first_voice) == "j" else "Hello there.")
+                text = gr.Textbox(label="Test text", lines=2, value="Hello there.")
                 with gr.Row():
                     voice = gr.Dropdown(labelled_voices(voices), value=first_voice, label="Voice",
                                         allow_custom_value=True, scale=2)  # room for the longest labels
-                    lang = gr.Dropdown(language_choices(), value=voice_language(first_voice) or "a", label="Language")
+                    lang = gr.Dropdown(language_choices(), value=DEFAULT_LANG, label="Language")
                     seed = gr.Number(value=0, precision=0, label="Seed")
         compare = gr.Button("Quantize and compare", variant="primary", elem_id="quant-compare")
         with gr.Row():
@@ -128,7 +128,8 @@ def build(engine, default_model: str):
                                 scale=3)
             else:
                 destination = gr.Textbox(label=f"Save the quantized model as a folder under "
-                                         f"{engine.policy.output_root}", placeholder="kokoro-8bit", value="", scale=3)
+                                         f"{engine.policy.output_root}", placeholder="folder name",
+                                         info="e.g. kokoro-8bit; a new or empty folder", value="", scale=3)
                 save = gr.Button("Save", scale=1)
         if not engine.policy.public:
             saved = gr.Markdown(label="save status")
@@ -186,7 +187,7 @@ def build(engine, default_model: str):
 
     model_picked = model.change if engine.policy.public else model.submit  # a dropdown has no submit
     model_picked(load_voices, model, voice, api_name="quant_voices", **ENGINE_QUEUE)
-    voice.change(language_update, voice, lang, api_name="quant_voice_language",
+    voice.change(language_update, [voice, text], lang, api_name="quant_voice_language",
                  api_visibility="undocumented", queue=False)
     compare.click(
         quant_compare,

@@ -105,7 +105,7 @@ def labelled_voices(names: list) -> list:
 
 
 def voice_choices(names: list):
-    return gr.update(choices=labelled_voices(names), value=names[0] if names else None)
+    return gr.update(choices=labelled_voices(names), value=default_voice(names))
 
 
 def language_choices():

@@ -8,9 +8,11 @@ import gradio as gr
 import pytest
 
 from mlx_tts import ext
-from studio import app as studio_app
-from studio import kokoro_tab
+from studio import app as studio_app, kokoro_tab
 from studio.engine import Engine
+from studio.policy import Policy
+
+from tiny_kokoro import write_tiny_checkpoint
 
 REAL_WHICH = shutil.which
 
@@ -72,6 +74,18 @@ def test_english_text_and_language_first(tmp_path, tiny_checkpoint):
     lang = next(b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Language")
     assert lang.value == "a" and text == kokoro_tab.EXAMPLES[0][0]
     assert kokoro_tab.script_mismatch(text, lang.value) is None
+
+
+def test_loading_a_model_keeps_a_language_that_fits_the_text(tmp_path, tiny_checkpoint):
+    japanese_only = write_tiny_checkpoint(tmp_path / "ja", voices=("jm_test", "jf_test"))  # like the embedded model
+    engine = Engine(work_dir=tmp_path / "work", policy=Policy(model_roots=(tmp_path, tiny_checkpoint)))
+    load = endpoint(studio_app.build_app(engine, kokoro_model=str(tiny_checkpoint)), "kokoro_load").fn
+    voices, lang, _ = load(str(japanese_only), "full precision", "Hello there.")
+    assert voices["value"] == "jf_test" and lang == gr.update()  # English text keeps English
+    _, lang, _ = load(str(japanese_only), "full precision", "こんにちは。")
+    assert lang == "j"
+    voices, lang, _ = load(str(tiny_checkpoint), "full precision", "Hello there.")
+    assert voices["value"] == "af_test" and lang == "a"
 
 
 def test_picking_a_voice_keeps_a_language_that_fits_the_text():
