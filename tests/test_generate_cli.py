@@ -54,6 +54,22 @@ def test_a_single_take_is_prefix_dot_wav(tiny_model, tmp_path):
     assert rate == 24000 and len(audio) > 0
 
 
+def test_the_installed_project_runs_from_any_folder(tiny_model, tmp_path):
+    """`pip install -e .` (in requirements-dev.txt, as the README says) puts this checkout on every path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, "-m", "mlx_tts.generate", "--model", str(tiny_model.path), "--voice", "af_test", "--speed",
+         "4", "--text", "Hello.", "--file_prefix", "hello"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "hello.wav").exists()
+    where = subprocess.run([sys.executable, "-c", "import mlx_tts, studio; print(mlx_tts.__file__, studio.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert where.returncode == 0, where.stderr
+    assert all(Path(p).is_relative_to(ROOT) for p in where.stdout.split()), where.stdout
+
+
 def test_csm_cloning_from_the_command_line(tmp_path):
     from tiny_csm import speech_like, tiny_mlx_csm_folder
 
