@@ -7,6 +7,8 @@
 4. Cache fault: a truncated weights file in the (private copy of the) converted-model cache, then a restart
    and a generation: a clear error, a rebuild, or (the failure this looks for) audio from broken weights.
 5. Reproducibility: the same text, voice and seed twice give identical samples.
+6. Oversized uploads (issue #20): ten 1 MB `.pt` voices declaring 1,000,000 rows (1 GB unpacked), each uploaded
+   through `/gradio_api/upload` and passed as the voice of a generation; the server's RSS before and after.
 
 Run: `python bench/bench_studio_reliability.py` (minutes on 2 shared cores). It uses a private model cache
 (a copy of the embedded model) so that the fault it injects touches nothing else.
@@ -23,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import soundfile as sf
 from gradio_client import Client
@@ -33,6 +36,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from mlx_tts.cache import cache_dir  # noqa: E402
 
 from studio_server import start_studio, stop_studio  # noqa: E402
+from voice_files import write_torch_style_pt  # noqa: E402
 
 VOICE, LANG = "jf_alpha", "a"
 SUBJECTS = ["The river", "A small cat", "The old train", "My neighbour", "The market", "A paper kite", "The lighthouse",
@@ -158,10 +162,33 @@ def cache_fault_test(work_dir, args, env, report):
     report["cache_fault"] = outcome
 
 
+def uploads_test(url, pid, work_dir, report):
+    """Ten oversized voice uploads, each refused by its header; RSS must stay where it was."""
+    client = Client(url, verbose=False)
+    generate(client, two_sentences(1))  # model, voices and G2P loaded: the RSS to compare with
+    before = rss_mb(pid)
+    huge = write_torch_style_pt(work_dir / "huge.pt", 1_000_000)
+    after, refusals = [], []
+    for i in range(10):
+        with open(huge, "rb") as f:
+            response = httpx.post(f"{url}gradio_api/upload", files={"files": (f"voice{i}.pt", f)}, timeout=60)
+        response.raise_for_status()
+        try:
+            client.predict(text=two_sentences(2), voice=response.json()[0], lang_code=LANG, seed=0,
+                           api_name="/kokoro_generate")
+            refusals.append("accepted")
+        except Exception as e:  # the refusal is the figure
+            refusals.append(str(e)[:160])
+        after.append(round(rss_mb(pid), 1))
+    report["uploads"] = {"upload_mb": round(huge.stat().st_size / 2**20, 2), "rss_before_mb": round(before, 1),
+                         "rss_after_each_mb": after, "growth_mb": round(after[-1] - before, 1),
+                         "refusal": refusals[0], "all_refused": "accepted" not in refusals}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
-    parser.add_argument("--parts", default="load,soak,crash,fault", help="which figures (comma list)")
+    parser.add_argument("--parts", default="load,soak,uploads,crash,fault", help="which figures (comma list)")
     options = parser.parse_args()
     work_dir = Path(tempfile.mkdtemp(prefix="bench_studio_"))
     private_cache = work_dir / "cache"
@@ -171,7 +198,7 @@ def main():
     env = {"MLX_TTS_CACHE": str(private_cache)}
     args = ("--output-dir", str(work_dir / "out"))
     report, parts = {}, options.parts.split(",")
-    if "load" in parts or "soak" in parts:
+    if {"load", "soak", "uploads"} & set(parts):
         server, url = start_studio(work_dir, *args, env=env)
         try:
             if "load" in parts:
@@ -186,6 +213,10 @@ def main():
             if "soak" in parts:
                 print("soak test", flush=True)
                 soak_test(url, server.pid, report)
+            if "uploads" in parts:
+                print("oversized uploads", flush=True)
+                uploads_test(url, server.pid, work_dir, report)
+                print(json.dumps(report["uploads"]), flush=True)
         finally:
             stop_studio(server)
     if "crash" in parts:

@@ -1,5 +1,3 @@
-import collections
-import io
 import json
 import pickle
 import shutil
@@ -22,6 +20,8 @@ from mlx_tts.models.kokoro.voices import (
     save_voice,
     style_for_length,
 )
+
+from voice_files import write_torch_style_pt
 
 
 def _pack(seed):
@@ -193,47 +193,17 @@ def test_pt_voice_via_torch_io(tmp_path):
     np.testing.assert_array_equal(np.array(bank.resolve("af_bf16")), pack.to(torch.bfloat16).float().numpy())
 
 
-def _torch_style_pt(path, rows, chunk_rows=4096):
-    """A voice file as torch.save writes one (`archive/data.pkl` naming torch's rebuild function and a
-    FloatStorage, `archive/data/0` the zero storage), but deflate-compressed and streamed: a pack of any
-    `rows` is built without ever holding it in memory."""
-    import torch
-
-    storage = object()
-
-    class Tensor:
-        def __reduce__(self):
-            size, stride = (rows, 1, 256), (256, 256, 1)
-            return torch._utils._rebuild_tensor_v2, (storage, 0, size, stride, False, collections.OrderedDict())
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj):
-            return ("storage", torch.FloatStorage, "0", "cpu", rows * 256) if obj is storage else None
-
-    data = io.BytesIO()
-    Pickler(data, protocol=2).dump(Tensor())
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("archive/data.pkl", data.getvalue())
-        archive.writestr("archive/byteorder", "little")
-        with archive.open("archive/data/0", "w") as f:
-            zeros = bytes(chunk_rows * 256 * 4)
-            for start in range(0, rows, chunk_rows):
-                f.write(zeros[: (min(rows, start + chunk_rows) - start) * 256 * 4])
-        archive.writestr("archive/version", "3")
-    return path
-
-
 @pytest.fixture(scope="module")
 def oversized_pt(tmp_path_factory):
     """The probe's upload: a 0.99 MB .pt declaring a zero voice of 1,000,000 x 1 x 256 (1 GB unpacked)."""
-    return _torch_style_pt(tmp_path_factory.mktemp("upload") / "huge.pt", 1_000_000)
+    return write_torch_style_pt(tmp_path_factory.mktemp("upload") / "huge.pt", 1_000_000)
 
 
 @pytest.mark.reference
 def test_the_fixture_builder_writes_what_torch_reads(tmp_path):
     import torch
 
-    path = _torch_style_pt(tmp_path / "zero.pt", 510, chunk_rows=100)
+    path = write_torch_style_pt(tmp_path / "zero.pt", 510, chunk_rows=100)
     assert torch.equal(torch.load(path, weights_only=True), torch.zeros(510, 1, 256))
 
 
