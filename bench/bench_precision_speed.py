@@ -27,10 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import mlx_tts  # noqa: E402
+
+mlx_tts.accelerate()  # before mlx.core, as the engine's applications do
+
 import mlx.core as mx  # noqa: E402
 from bench_kokoro import TEXTS, VOICE  # noqa: E402
 
-from mlx_tts import cpu_blas  # noqa: E402,F401  (first: it loads the CPU BLAS before MLX)
 from mlx_tts.models.kokoro.voices import VoiceBank, style_for_length  # noqa: E402
 from mlx_tts.quantize import quantize_model  # noqa: E402
 from mlx_tts.utils import EMBEDDED_MODEL, load_model  # noqa: E402

@@ -3,7 +3,7 @@
 // On x86-64 (GCC or Clang) the AVX-512 kernels are compiled with a target attribute and chosen at run time
 // for CPUs that have AVX-512F; plain loops get AVX-512, AVX2 and baseline clones. Every such kernel has a
 // portable version, which is all that other architectures (aarch64, ...) get, and all that a build with
-// MLX_TTS_PORTABLE defined gets (MLX_TTS_EXT_PORTABLE=1: how the portable code is tested on x86).
+// MLX_TTS_PORTABLE defined gets (MLX_TTS_EXT=portable: how the portable code is tested on x86).
 
 #pragma once
 
