@@ -52,5 +52,5 @@ def _kernels_setting() -> str:
     setting = os.environ.get("MLX_TTS_EXT", "on").strip().lower()
     if setting == "off":
         return "off (MLX_TTS_EXT=off): MLX ops"
-    which = "portable build" if setting == "portable" else "default build"
+    which = {"portable": "portable build", "avx2": "default build, held at AVX2"}.get(setting, "default build")
     return f"on ({which}), compiled on first use on the CPU device or by `python -m mlx_tts.ext build`"

@@ -15,14 +15,24 @@ from mlx_tts import activations, ext
 from mlx_tts.models.kokoro.modules import BiLSTM
 
 
+def cpu_flags() -> set:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return set(next((line for line in lines if line.startswith("flags")), "").split())
+
+
 def test_build_runs_the_avx512_kernels_where_it_should(kernel):
-    """The default build on an AVX-512 CPU runs the AVX-512 kernels; the portable one
-    (MLX_TTS_EXT=portable, tests/test_portable_kernels.py) never does."""
-    if os.environ.get("MLX_TTS_EXT", "").strip().lower() == "portable":
-        assert not kernel.uses_avx512
+    """The default build on an AVX-512 CPU runs the AVX-512 kernels, on an AVX2 CPU the AVX2 ones; the
+    portable one (MLX_TTS_EXT=portable, tests/test_portable_kernels.py) neither, and MLX_TTS_EXT=avx2 keeps an
+    AVX-512 CPU on the AVX2 ones."""
+    setting = os.environ.get("MLX_TTS_EXT", "").strip().lower()
+    if setting == "portable":
+        assert not kernel.uses_avx512 and not kernel.uses_avx2
     elif Path("/proc/cpuinfo").exists():
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-        assert kernel.uses_avx512 == ("avx512f" in flags.split())
+        flags = cpu_flags()
+        avx512 = "avx512f" in flags and setting != "avx2"
+        assert kernel.uses_avx512 == avx512
+        assert kernel.uses_avx2 == (not avx512 and {"avx2", "fma"} <= flags)
 
 
 def softmax64(x):

@@ -6,9 +6,10 @@
 `quantized_matvec`, `bfloat16_matvec` and `dequantize` in `quantized.cpp`; see `kernels.h`), or None when it
 can't be built; callers then use MLX ops. Set `MLX_TTS_EXT=off` to never build or load it, `MLX_TTS_EXT=portable`
 to build it without its x86 code paths (as on other CPUs: how they are tested on x86; cached apart from the
-default), and `MLX_TTS_THREADS` to change its thread count (default: the CPUs this process may use). The module
-links to the installed libmlx and shares nanobind type information with `mlx.core`, so it is built against the
-nanobind version MLX itself was built with (a requirement on Linux) and in MLX's nanobind domain.
+default), `MLX_TTS_EXT=avx2` to keep an AVX-512 CPU on the AVX2 paths (how those are tested there), and
+`MLX_TTS_THREADS` to change its thread count (default: the CPUs this process may use). The module links to the
+installed libmlx and shares nanobind type information with `mlx.core`, so it is built against the nanobind
+version MLX itself was built with (a requirement on Linux) and in MLX's nanobind domain.
 """
 
 import importlib.metadata

@@ -11,6 +11,8 @@ using namespace nb::literals;
 
 NB_MODULE(_cpu_kernels, m) {
   m.attr("uses_avx512") = mlx_tts::cpu_has_avx512();  // false in portable builds and on CPUs without it
+  // The AVX2 quantized matrix-vector kernel: on AVX2 CPUs without AVX-512, or held there by MLX_TTS_EXT=avx2
+  m.attr("uses_avx2") = !mlx_tts::cpu_has_avx512() && mlx_tts::cpu_has_avx2_fma();
   m.def("conv1d", &mlx_tts::conv1d, "x"_a, "weight"_a, "bias"_a.none(), "stride"_a, "padding"_a, "dilation"_a,
         "residual"_a.none() = nb::none(), "gamma"_a.none() = nb::none(), "beta"_a.none() = nb::none(),
         "alpha"_a.none() = nb::none(), "eps"_a = 1e-5f,

@@ -7,11 +7,14 @@
 // A step reads every weight once, so it is bound by memory: 4-bit weights are an eighth of float32's bytes.
 // MLX's CPU quantized matmul unpacks value by value (a 4-bit step ran ~3x slower than float32 through BLAS);
 // here 16 bytes at a time are widened to 16 lanes (4-bit: low nibbles are the even columns, high nibbles the
-// odd ones, so x is reordered to match once per call), converted and multiplied in AVX-512 registers.
+// odd ones, so x is reordered to match once per call), converted and multiplied in AVX-512 registers (or 8
+// bytes at a time in AVX2 registers).
 //
 // bfloat16_matvec: the same for a bfloat16 matrix (CSM's checkpoints are bfloat16): widened to float32 in
 // registers, half float32's bytes; MLX's CPU bfloat16 matmul is ~3x slower than float32.
-// Both also have a portable version in plain loops (CPUs without AVX-512, other architectures; see simd.h).
+// Both have an AVX-512 version and a portable one in plain loops (compiled to AVX2 code where the CPU has it;
+// see simd.h); quantized_matvec also has an AVX2 + FMA version (its 4-bit unpacking does not vectorize by
+// itself).
 //
 // dequantize: the float matrix, for products over many positions (then one BLAS GEMM) and for the quantized
 // convolutions and LSTMs of Kokoro, which dequantize at every call. MLX's own is single-threaded MLX ops.
@@ -132,18 +135,74 @@ MLX_TTS_AVX512 float float_dot_avx512(const float* a, const float* b, int n) {
   return sum;
 }
 
-// Output columns [n0, n1) with AVX-512. `xs`: x as the kernel reads it (4-bit: split_even_odd); `x_sums`:
-// per-row, per-group sums of x.
-void matvec_avx512(const QuantizedShape& s, const uint8_t* q, const float* scales, const float* biases,
-                   const float* xs, const float* x_sums, float* y, int n0, int n1) {
+// Horizontal sum of 8 lanes.
+MLX_TTS_AVX2 inline float reduce_add_avx2(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  return _mm_cvtss_f32(_mm_add_ss(sum, _mm_movehdup_ps(sum)));
+}
+
+// dot_avx512 in AVX2 registers: 8 bytes a step (4 bits: a 32-column block is two steps, each giving 8 even
+// and 8 odd columns of split_even_odd's order).
+MLX_TTS_AVX2 float dot_avx2(const QuantizedShape& s, const uint8_t* qn, const float* sn, const float* xs) {
+  const __m256i low_nibble = _mm256_set1_epi32(0xF);
+  __m256 total = _mm256_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    __m256 part[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int k0 = g * s.group_size, k1 = k0 + s.group_size;
+    if (s.bits == 4) {
+      for (int k = k0; k < k1; k += 32) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256i bytes =
+              _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qn + k / 2 + 8 * h)));
+          const __m256 even = _mm256_cvtepi32_ps(_mm256_and_si256(bytes, low_nibble));
+          const __m256 odd = _mm256_cvtepi32_ps(_mm256_srli_epi32(bytes, 4));
+          part[2 * h] = _mm256_fmadd_ps(even, _mm256_loadu_ps(xs + k + 8 * h), part[2 * h]);
+          part[2 * h + 1] = _mm256_fmadd_ps(odd, _mm256_loadu_ps(xs + k + 16 + 8 * h), part[2 * h + 1]);
+        }
+      }
+    } else {  // 8 bits
+      for (int k = k0, i = 0; k < k1; k += 8, i = (i + 1) & 3) {
+        const __m256 values =
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qn + k))));
+        part[i] = _mm256_fmadd_ps(values, _mm256_loadu_ps(xs + k), part[i]);
+      }
+    }
+    const __m256 group_sum = _mm256_add_ps(_mm256_add_ps(part[0], part[1]), _mm256_add_ps(part[2], part[3]));
+    total = _mm256_fmadd_ps(group_sum, _mm256_set1_ps(sn[g]), total);
+  }
+  return reduce_add_avx2(total);
+}
+
+MLX_TTS_AVX2 float float_dot_avx2(const float* a, const float* b, int n) {
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  }
+  float sum = reduce_add_avx2(acc);
+  for (; i < n; ++i) {
+    sum += a[i] * b[i];
+  }
+  return sum;
+}
+
+using QuantizedDot = float (*)(const QuantizedShape&, const uint8_t*, const float*, const float*);
+using FloatDot = float (*)(const float*, const float*, int);
+
+// Output columns [n0, n1) with the SIMD dots (AVX-512 or AVX2). `xs`: x as the kernels read it (4-bit:
+// split_even_odd); `x_sums`: per-row, per-group sums of x.
+template <QuantizedDot Dot, FloatDot BiasDot>
+void matvec_simd(const QuantizedShape& s, const uint8_t* q, const float* scales, const float* biases,
+                 const float* xs, const float* x_sums, float* y, int n0, int n1) {
   const int groups = s.groups();
   const size_t row_bytes = static_cast<size_t>(s.k) * s.bits / 8;
   for (int n = n0; n < n1; ++n) {
     const float* sn = scales + static_cast<size_t>(n) * groups;
     const float* bn = biases + static_cast<size_t>(n) * groups;
     for (int m = 0; m < s.rows; ++m) {
-      const float bias_term = float_dot_avx512(bn, x_sums + static_cast<size_t>(m) * groups, groups);
-      y[static_cast<size_t>(m) * s.n + n] = dot_avx512(s, q + n * row_bytes, sn, xs + static_cast<size_t>(m) * s.k) + bias_term;
+      const float bias_term = BiasDot(bn, x_sums + static_cast<size_t>(m) * groups, groups);
+      y[static_cast<size_t>(m) * s.n + n] = Dot(s, q + n * row_bytes, sn, xs + static_cast<size_t>(m) * s.k) + bias_term;
     }
   }
 }
@@ -196,11 +255,13 @@ class QuantizedMatvec : public CpuPrimitive {
         }
       }
 #if MLX_TTS_X86
-      if (cpu_has_avx512()) {
+      if (cpu_has_avx512() || cpu_has_avx2_fma()) {
         const std::vector<float> reordered = s.bits == 4 ? split_even_odd(x, s.rows, s.k) : std::vector<float>();
         const float* xs = reordered.empty() ? x : reordered.data();
+        const auto rows = cpu_has_avx512() ? matvec_simd<dot_avx512, float_dot_avx512>
+                                           : matvec_simd<dot_avx2, float_dot_avx2>;
         parallel_for(s.n, kMinRowsPerChunk, kMaxRowsPerChunk, [&](int n0, int n1) {
-          matvec_avx512(s, q, scales, biases, xs, x_sums.data(), y, n0, n1);
+          rows(s, q, scales, biases, xs, x_sums.data(), y, n0, n1);
         });
         return;
       }
