@@ -143,6 +143,22 @@ def test_first_chunk_max_cuts_the_head_at_a_clause_then_packs_the_rest(pipeline)
     assert [r.phonemes for r in results] == ["ðə dˈɔɡ", "fˈɑlOd ðɛm, əkɹˈɔs ðə wˈɛt fˈild."]
 
 
+def test_first_chunk_max_in_text_without_spaces_cuts_at_the_first_clause():
+    """Japanese has no spaces: a cap smaller than the first clause cuts after that clause (it used to give up
+    and stream the whole text as its first chunk)."""
+    text = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。"
+
+    def phonemize(part):
+        return "a" * (3 * len(part))
+
+    for cap in (6, 12, 24):
+        head, tail = KokoroPipeline._cut_head(text, phonemize(text), cap, phonemize)
+        assert head[0] == "吾輩は猫である。" and tail[0] == text[len(head[0]):]
+    # a cap beyond the first clause still cuts at the clause end inside its span
+    head, _ = KokoroPipeline._cut_head(text, phonemize(text), 48, phonemize)
+    assert head[0] == "吾輩は猫である。名前はまだ無い。"
+
+
 @pytest.fixture
 def damaged_pipeline(tiny_checkpoint):
     """A pipeline on its own copy of the tiny model, whose weights a test may damage in memory."""

@@ -211,12 +211,14 @@ class KokoroPipeline:
     @staticmethod
     def _cut_head(graphemes: str, phonemes: str, cap: int, phonemize) -> list:
         """Split a chunk in two so that the head has about `cap` phonemes: at a clause end if there is one in
-        the second half of that span, else at the last word boundary before it."""
+        the second half of that span, else at the last word boundary before it, else (text without spaces,
+        such as Japanese) at the first clause end or word boundary after it."""
         target = len(graphemes) * cap // len(phonemes)
         clause_ends = [m.end() for m in CLAUSE_END.finditer(graphemes) if target // 2 <= m.end() <= target]
         word_ends = [m.start() for m in WORD_GAP.finditer(graphemes) if 0 < m.start() <= target]
-        first_word = re.search(r"\s", graphemes.strip())
-        cut = (clause_ends or word_ends or [first_word.start() if first_word else 0])[-1]
+        later = [m.end() for m in CLAUSE_END.finditer(graphemes) if m.end() > target]
+        later += [m.start() for m in WORD_GAP.finditer(graphemes.rstrip()) if m.start() > target]
+        cut = (clause_ends or word_ends or [min(later, default=0)])[-1]
         head, tail = graphemes[:cut].strip(), graphemes[cut:].strip()
         if not head or not tail:
             return [(graphemes, phonemes)]
