@@ -43,6 +43,7 @@ RECIPES = {
     "keep-embeddings": [(CODEC, None), (EMBEDDINGS, None), (OUTPUT_LAYERS, None)],
 }
 
+
 @dataclass(frozen=True)
 class Quantization:
     """The settings of one quantization, as `quantize_model` takes them."""
