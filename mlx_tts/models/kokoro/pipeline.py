@@ -214,11 +214,11 @@ class KokoroPipeline:
         the second half of that span, else at the last word boundary before it, else (text without spaces,
         such as Japanese) at the first clause end or word boundary after it."""
         target = len(graphemes) * cap // len(phonemes)
-        clause_ends = [m.end() for m in CLAUSE_END.finditer(graphemes) if target // 2 <= m.end() <= target]
-        word_ends = [m.start() for m in WORD_GAP.finditer(graphemes) if 0 < m.start() <= target]
-        later = [m.end() for m in CLAUSE_END.finditer(graphemes) if m.end() > target]
-        later += [m.start() for m in WORD_GAP.finditer(graphemes.rstrip()) if m.start() > target]
-        cut = (clause_ends or word_ends or [min(later, default=0)])[-1]
+        clause_ends = [m.end() for m in CLAUSE_END.finditer(graphemes)]
+        word_ends = [m.start() for m in WORD_GAP.finditer(graphemes)]
+        within = [e for e in clause_ends if target // 2 <= e <= target] or [e for e in word_ends if 0 < e <= target]
+        later = [e for e in clause_ends + word_ends if e > target]
+        cut = (within or [min(later, default=0)])[-1]
         head, tail = graphemes[:cut].strip(), graphemes[cut:].strip()
         if not head or not tail:
             return [(graphemes, phonemes)]
