@@ -6,8 +6,9 @@
 Starts `python app.py` on a free port (the embedded Kokoro, Hub off), warms it up with one request, then per
 format posts `{"model": "tts-1", "voice": "jf_alpha", "input": <paragraph>, "stream": true}` and times the first
 non-empty body chunk and the last one; then the same request unstreamed. Then, with the server stopped, the
-pipeline's own first streamed chunk in this process (what the API adds is the difference). Prints a markdown
-table of medians and the machine's load average (other processes on a 2-core machine slow every figure).
+pipeline's own first streamed chunk in this process (what the API adds is the difference), and how long
+playback started with it would wait for later chunks (the stall). Prints a markdown table of medians and the
+machine's load average (other processes on a 2-core machine slow every figure).
 """
 
 import argparse
@@ -51,8 +52,9 @@ def timed_request(client: httpx.Client, url: str, body: dict) -> tuple:
     return first, time.perf_counter() - start, size
 
 
-def pipeline_first_chunk(text: str, voice: str, runs: int) -> float:
-    """Median seconds to the pipeline's first streamed chunk (evaluated), in this process."""
+def pipeline_stream(text: str, voice: str, runs: int) -> tuple:
+    """Medians, in this process, of the seconds to the pipeline's first streamed chunk (evaluated) and of the
+    listener's stall: the seconds that playback, started at the first chunk, waits for later chunks."""
     import mlx.core as mx
 
     from mlx_tts.models.kokoro import KokoroPipeline
@@ -61,12 +63,19 @@ def pipeline_first_chunk(text: str, voice: str, runs: int) -> float:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the same model as the server's (the embedded one offline)
     pipeline = KokoroPipeline(voice[0], model=load_model(DEFAULT_MODEL))
     _ = pipeline.g2p  # built before timing, as the server builds it before its first request
-    times = []
+    firsts, stalls = [], []
     for _ in range(runs + 1):  # the first run warms up
         start = time.perf_counter()
-        mx.eval(next(pipeline(text, voice=voice, first_chunk_max=STREAM_FIRST_CHUNK)).audio)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+        first, played, stall = None, 0.0, 0.0
+        for result in pipeline(text, voice=voice, first_chunk_max=STREAM_FIRST_CHUNK):
+            mx.eval(result.audio)
+            now = time.perf_counter() - start
+            first = now if first is None else first
+            stall += max(0.0, now - (first + played + stall))  # playback ran dry before this chunk came
+            played += result.duration_s
+        firsts.append(first)
+        stalls.append(stall)
+    return statistics.median(firsts[1:]), statistics.median(stalls[1:])
 
 
 def main(argv=None):
@@ -88,7 +97,7 @@ def main(argv=None):
                     runs = [timed_request(client, url, {**base, "response_format": fmt, "stream": stream})
                             for _ in range(args.runs)]
                     rows.append((fmt, stream, *(statistics.median(r[i] for r in runs) for i in range(3))))
-    in_process = pipeline_first_chunk(args.text, args.voice, args.runs)
+    in_process, stall = pipeline_stream(args.text, args.voice, args.runs)
     audio_s = next((size / 2 / 24000 for fmt, _, _, _, size in rows if fmt == "pcm"), None)
     speech = f"{audio_s:.1f} s of speech, " if audio_s else ""
     print(f"\n{len(args.text)} characters, {speech}voice {args.voice}, {args.runs} runs each, load average "
@@ -97,7 +106,8 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     for fmt, stream, first, total, size in rows:
         print(f"| {fmt} | {'yes' if stream else 'no'} | {first:.2f} | {total:.2f} | {size:.0f} |")
-    print(f"\nThe pipeline's first streamed chunk in process: {in_process:.2f} s")
+    print(f"\nThe pipeline's first streamed chunk in process: {in_process:.2f} s; playback started then waits "
+          f"{stall:.2f} s in all for later chunks")
 
 
 if __name__ == "__main__":

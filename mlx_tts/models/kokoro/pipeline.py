@@ -21,18 +21,20 @@ import regex
 from ...audio import check_take
 from ...captions import align_words, phoneme_word_spans, shift
 from ...errors import MlxTtsError
-from ...g2p import LANG_CODES, get_g2p, script_mismatch
+from ...g2p import LANG_CODES, WORD_GAP, get_g2p, script_mismatch, word_gaps
 from ...lexicon import Lexicon, LexiconError
 from .voices import VoiceBank, style_for_length
 
 logger = logging.getLogger("mlx_tts")
 
 SPEED_RANGE = (0.25, 4.0)
-# A good `first_chunk_max` for streaming: ~24 phonemes are 1.5-2.5 s of speech, made in ~0.5 s on a 2-core CPU.
-STREAM_FIRST_CHUNK = 24
+# A good `first_chunk_max` for streaming: ~16 phonemes are about a second of speech, made in ~0.7 s on a 2-core
+# AVX2 CPU. Each later streamed chunk may be STREAM_GROWTH times longer than the one before: it is made while
+# those play, which keeps up as long as a chunk takes under ~1 / STREAM_GROWTH of its length to make.
+STREAM_FIRST_CHUNK = 16
+STREAM_GROWTH = 1.5
 SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+")
 CLAUSE_END = re.compile(r"(?<=[,;:—.!?])\s+|(?<=[，；：。！？])\s*")  # CJK punctuation needs no space
-WORD_GAP = re.compile(r"\s+")
 PUNCTUATION = set(';:,.!?¡¿—…"«»“”() ')
 SPLIT_TIMEOUT_S = 1.0  # the most a split pattern may take on one text
 
@@ -142,8 +144,9 @@ class KokoroPipeline:
         split_pattern: Optional[str] = r"\n+",
         first_chunk_max: Optional[int] = None,
     ) -> Iterator[Result]:
-        """One `Result` per chunk. `first_chunk_max` caps the first chunk's phonemes (cut at a clause or word
-        boundary) so that streamed audio starts sooner; later chunks are packed up to the model's limit.
+        """One `Result` per chunk. `first_chunk_max` (for streaming) caps the first chunk's phonemes, cut at a
+        clause or phrase boundary, so that audio starts sooner; each later chunk may be `STREAM_GROWTH` times
+        longer than the one before, up to the model's limit. Without it, chunks are packed up to that limit.
 
         Bad input (empty text, a speed out of range, an unknown voice, a split pattern that is not a regex or
         takes too long on this text) raises here, at the call; the chunks are phonemized and spoken as they
@@ -163,7 +166,7 @@ class KokoroPipeline:
         if not chunks:
             hint = f". {mismatch}" if mismatch else ""
             raise PipelineError(f"nothing pronounceable in the text: {text[:80]!r}{hint}")
-        yield from self._speak(chunks, voice, pack, speed, first_chunk_max, self.phonemize)
+        yield from self._speak(chunks, voice, pack, speed, first_chunk_max, self.phonemize, self.g2p.phrase_ends)
 
     def from_phonemes(
         self, phonemes: str, voice: str, speed: float = 1.0, first_chunk_max: Optional[int] = None
@@ -195,27 +198,43 @@ class KokoroPipeline:
 
     def _speak_lines(self, per_line: list, voice, pack, speed, first_chunk_max) -> Iterator[Result]:
         for i, chunks in enumerate(per_line):
-            yield from self._speak(chunks, voice, pack, speed, first_chunk_max if i == 0 else None, _same)
+            yield from self._speak(chunks, voice, pack, speed, first_chunk_max if i == 0 else None, _same, word_gaps)
 
     def _speak(
-        self, chunks: list, voice, pack: mx.array, speed: float, first_chunk_max, phonemize
+        self, chunks: list, voice, pack: mx.array, speed: float, first_chunk_max, phonemize, phrase_ends
     ) -> Iterator[Result]:
-        if first_chunk_max and len(chunks[0][1]) > first_chunk_max:
-            chunks = self._cut_head(*chunks[0], first_chunk_max, phonemize) + chunks[1:]
+        if first_chunk_max:
+            chunks = self._stream_schedule(chunks, first_chunk_max, phonemize, phrase_ends)
         maker = f"Kokoro {self.model.path} with voice {str(voice).strip()!r}"
         for graphemes, phonemes in chunks:
             result = self.synthesize(phonemes, pack, speed, graphemes)
             check_take(result.audio, maker, graphemes or phonemes, self.sample_rate)  # every chunk has speech
             yield result
 
+    @classmethod
+    def _stream_schedule(cls, chunks: list, first_cap: int, phonemize, phrase_ends) -> Iterator[tuple]:
+        """The chunks recut for streaming: about `first_cap` phonemes first, then caps growing by STREAM_GROWTH,
+        so that no chunk keeps a listener waiting while it is made. Cuts are made as they are reached."""
+        cap = first_cap
+        for chunk in chunks:
+            while len(chunk[1]) > cap:
+                pieces = cls._cut_head(*chunk, cap, phonemize, phrase_ends)
+                if len(pieces) == 1:
+                    break
+                head, chunk = pieces
+                yield head
+                cap = round(cap * STREAM_GROWTH)
+            yield chunk
+            cap = round(cap * STREAM_GROWTH)
+
     @staticmethod
-    def _cut_head(graphemes: str, phonemes: str, cap: int, phonemize) -> list:
+    def _cut_head(graphemes: str, phonemes: str, cap: int, phonemize, phrase_ends=word_gaps) -> list:
         """Split a chunk in two so that the head has about `cap` phonemes: at a clause end if there is one in
-        the second half of that span, else at the last word boundary before it, else (text without spaces,
-        such as Japanese) at the first clause end or word boundary after it."""
+        the second half of that span, else at the last phrase end (`phrase_ends(text)`: word gaps, or phrase
+        ends in Japanese) before it, else at the first clause or phrase end after it."""
         target = len(graphemes) * cap // len(phonemes)
         clause_ends = [m.end() for m in CLAUSE_END.finditer(graphemes)]
-        word_ends = [m.start() for m in WORD_GAP.finditer(graphemes)]
+        word_ends = phrase_ends(graphemes)
         within = [e for e in clause_ends if target // 2 <= e <= target] or [e for e in word_ends if 0 < e <= target]
         later = [e for e in clause_ends + word_ends if e > target]
         cut = (within or [min(later, default=0)])[-1]
