@@ -206,6 +206,15 @@ def check_take(audio, maker: str, text: str, sample_rate: int = SAMPLE_RATE, par
     return audio
 
 
+def silence_ends(audio, sample_rate: int = SAMPLE_RATE, floor_db: float = -40.0) -> tuple:
+    """Seconds of silence (every sample below `floor_db` relative to the peak) at the start and at the end."""
+    magnitude = np.abs(np.asarray(audio, dtype=np.float32).reshape(-1))
+    loud = np.flatnonzero(magnitude > magnitude.max(initial=0.0) * 10 ** (floor_db / 20))
+    if loud.size == 0:
+        return len(magnitude) / sample_rate, 0.0
+    return loud[0] / sample_rate, (len(magnitude) - 1 - loud[-1]) / sample_rate
+
+
 def time_stretch(audio, rate: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Change tempo, keep pitch (WSOLA). rate > 1 is faster: the output has round(len / rate) samples."""
     low, high = STRETCH_RANGE

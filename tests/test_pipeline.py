@@ -151,8 +151,9 @@ def test_stream_schedule_grows_chunks_and_keeps_every_word(pipeline):
     chunks = pipeline.chunk_text(text)
     streamed = list(pipeline._stream_schedule(chunks, 16, pipeline.phonemize, lambda t: [m.start() for m in
                                                                                          re.finditer(r"\s+", t)]))
-    assert " ".join(g for g, _ in streamed).split() == text.split()
-    lengths = [len(p) for _, p in streamed]
+    assert " ".join(g for g, _, _ in streamed).split() == text.split()
+    assert [cut for _, _, cut in streamed][-1] is False and any(cut for _, _, cut in streamed)
+    lengths = [len(p) for _, p, _ in streamed]
     assert lengths[0] <= 16 and len(streamed) >= 4
     cap = 16
     for length in lengths[:-1]:
@@ -174,8 +175,8 @@ def test_japanese_streaming_starts_with_a_phrase():
 
     chunks = [(text, phonemize(text))]
     head, second, *_ = KokoroPipeline._stream_schedule(chunks, 16, phonemize, g2p.phrase_ends)
-    assert head == ("吾輩は", phonemize("吾輩は"))
-    assert second[0] == "猫である。"
+    assert head == ("吾輩は", phonemize("吾輩は"), True)  # cut inside the sentence
+    assert second[:1] == ("猫である。",) and second[2] is False
 
 
 def test_first_chunk_max_in_text_without_spaces_cuts_at_the_first_clause():
@@ -223,3 +224,32 @@ def test_a_damaged_model_names_itself_and_the_voice(damaged_pipeline, damage, pr
     path = re.escape(str(damaged_pipeline.model.path))
     with pytest.raises(TakeError, match=rf"Kokoro {path} with voice 'af_test\(1\)\+am_test' {problem} for 'Hello\.'"):
         list(damaged_pipeline("Hello.", voice="af_test(1)+am_test", speed=SPEED))
+
+
+def test_streamed_joins_inside_a_sentence_keep_a_short_gap(pipeline):
+    """Kokoro's ~0.3 s lead and ~0.6 s trail of silence are trimmed where a streamed chunk was cut mid-sentence,
+    and only there; the trimmed lead is recorded so that word timings stay on the audio."""
+    from mlx_tts.models.kokoro.pipeline import JOIN_LEAD_S, JOIN_TRAIL_S, Result
+
+    rate = pipeline.sample_rate
+    tone = np.sin(np.arange(rate) * 2 * np.pi * 220 / rate).astype(np.float32)
+    audio = mx.array(np.concatenate([np.zeros(int(0.3 * rate)), tone, np.zeros(int(0.6 * rate))])[None], mx.float32)
+    result = Result("a b", "ə b", audio)
+    assert pipeline._trim_joins(result, False, False) is result
+    both = pipeline._trim_joins(result, True, True)
+    assert abs(both.duration_s - (1 + JOIN_LEAD_S + JOIN_TRAIL_S)) < 0.01
+    assert abs(both.trimmed_s - (0.3 - JOIN_LEAD_S)) < 0.01
+    end_only = pipeline._trim_joins(result, False, True)
+    assert end_only.trimmed_s == 0 and abs(end_only.duration_s - (1.3 + JOIN_TRAIL_S)) < 0.01
+
+
+def test_streamed_take_word_timings_stay_ordered_and_on_the_audio(pipeline):
+    from mlx_tts.take import kokoro_takes, last
+
+    text = "Every morning the baker opens the shop and sweeps the floor before anyone wakes up"
+    take = last(kokoro_takes(pipeline, text, "af_test", SPEED, first_chunk_max=12))
+    assert len(take.chunks) >= 3
+    starts = [w.start_s for w in take.words]
+    assert [w.word for w in take.words] == text.split()
+    assert starts == sorted(starts) and all(w.end_s >= w.start_s for w in take.words)
+    assert take.words[-1].end_s <= take.seconds + 0.01

@@ -8,7 +8,7 @@ word boundaries, so no text is dropped.
 import copy
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 
 import mlx.core as mx
@@ -18,7 +18,7 @@ import mlx.core as mx
 # SPLIT_TIMEOUT_S instead of running for hours; `concurrent=True` releases the GIL so other threads keep running.
 import regex
 
-from ...audio import check_take
+from ...audio import check_take, silence_ends
 from ...captions import align_words, phoneme_word_spans, shift
 from ...errors import MlxTtsError
 from ...g2p import LANG_CODES, WORD_GAP, get_g2p, script_mismatch, word_gaps
@@ -33,7 +33,11 @@ SPEED_RANGE = (0.25, 4.0)
 # those play, which keeps up as long as a chunk takes under ~1 / STREAM_GROWTH of its length to make.
 STREAM_FIRST_CHUNK = 16
 STREAM_GROWTH = 1.5
+# Kokoro opens every chunk with ~0.3 s of silence and ends it with ~0.6 s. Where a streamed chunk was cut inside a
+# sentence, that would be a ~0.9 s pause mid-sentence: there the silence is trimmed to these margins.
+JOIN_LEAD_S, JOIN_TRAIL_S = 0.05, 0.12
 SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+")
+SENTENCE_FINAL = re.compile(r"[.!?。！？…]$")
 CLAUSE_END = re.compile(r"(?<=[,;:—.!?])\s+|(?<=[，；：。！？])\s*")  # CJK punctuation needs no space
 PUNCTUATION = set(';:,.!?¡¿—…"«»“”() ')
 SPLIT_TIMEOUT_S = 1.0  # the most a split pattern may take on one text
@@ -72,6 +76,7 @@ class Result:
     phonemes: str
     audio: mx.array  # [1, T] float32 at 24 kHz
     durations: Optional[mx.array] = None  # frames per input token, [n_phonemes + 2]
+    trimmed_s: float = 0.0  # silence cut off the start of the audio (at a streamed chunk's join)
 
     def __iter__(self):
         return iter((self.graphemes, self.phonemes, self.audio))
@@ -134,7 +139,8 @@ class KokoroPipeline:
             return []
         spans = phoneme_word_spans(result.phonemes, result.durations, self.model.vocab,
                                    self.model.frame_size / self.sample_rate)
-        return shift(align_words(result.graphemes, spans, self.phonemize), offset_s)
+        words = shift(align_words(result.graphemes, spans, self.phonemize), offset_s - result.trimmed_s)
+        return [replace(w, start_s=max(w.start_s, offset_s)) for w in words]  # none before the chunk
 
     def __call__(
         self,
@@ -205,16 +211,31 @@ class KokoroPipeline:
     ) -> Iterator[Result]:
         if first_chunk_max:
             chunks = self._stream_schedule(chunks, first_chunk_max, phonemize, phrase_ends)
+        else:
+            chunks = ((graphemes, phonemes, False) for graphemes, phonemes in chunks)
         maker = f"Kokoro {self.model.path} with voice {str(voice).strip()!r}"
-        for graphemes, phonemes in chunks:
+        cut_before = False
+        for graphemes, phonemes, cut_after in chunks:
             result = self.synthesize(phonemes, pack, speed, graphemes)
             check_take(result.audio, maker, graphemes or phonemes, self.sample_rate)  # every chunk has speech
-            yield result
+            yield self._trim_joins(result, cut_before, cut_after)
+            cut_before = cut_after
+
+    def _trim_joins(self, result: Result, lead: bool, trail: bool) -> Result:
+        """The result with its silence trimmed to JOIN_LEAD_S at a cut start and JOIN_TRAIL_S at a cut end."""
+        if not (lead or trail):
+            return result
+        silent_start, silent_end = silence_ends(result.audio, self.sample_rate)
+        start = round(max(0.0, silent_start - JOIN_LEAD_S) * self.sample_rate) if lead else 0
+        end = result.audio.shape[-1] - (round(max(0.0, silent_end - JOIN_TRAIL_S) * self.sample_rate) if trail else 0)
+        return Result(result.graphemes, result.phonemes, result.audio[:, start:end], result.durations,
+                      start / self.sample_rate)
 
     @classmethod
     def _stream_schedule(cls, chunks: list, first_cap: int, phonemize, phrase_ends) -> Iterator[tuple]:
-        """The chunks recut for streaming: about `first_cap` phonemes first, then caps growing by STREAM_GROWTH,
-        so that no chunk keeps a listener waiting while it is made. Cuts are made as they are reached."""
+        """The chunks recut for streaming, as (graphemes, phonemes, cut_after): about `first_cap` phonemes first,
+        then caps growing by STREAM_GROWTH, so that no chunk keeps a listener waiting while it is made. Cuts are
+        made as they are reached; `cut_after` says the next chunk goes on with this one's sentence."""
         cap = first_cap
         for chunk in chunks:
             while len(chunk[1]) > cap:
@@ -222,9 +243,9 @@ class KokoroPipeline:
                 if len(pieces) == 1:
                     break
                 head, chunk = pieces
-                yield head
+                yield (*head, not SENTENCE_FINAL.search(head[0]))
                 cap = round(cap * STREAM_GROWTH)
-            yield chunk
+            yield (*chunk, False)
             cap = round(cap * STREAM_GROWTH)
 
     @staticmethod
