@@ -1,6 +1,6 @@
 """Speed and memory of CSM-1B generation on this machine: random weights, the real architecture.
 
-    python bench/bench_csm.py                       # float32, bfloat16, 8-bit, 4-bit; 8 frames each
+    python bench/bench_csm.py                       # float32, bfloat16, 8, 6, 5, 4, 3 and 2 bits; 8 frames each
     python bench/bench_csm.py --frames 3 --precisions float32 4bit
 
 Each precision runs in its own process (so that its peak RSS is its own): build the model (the Mimi codec
@@ -8,6 +8,11 @@ stays float32, as the quantization recipes keep it), a `--prompt`-position text 
 generated frames (80 ms of audio each). Per frame: one backbone step and one depth-decoder pass (31 steps),
 timed apart. Reports ms per frame (backbone, decoder, total), the real-time factor (frame time / 80 ms)
 and peak RSS. Sampling is temperature 0.9, top-k 50, seeded.
+
+The memory-bandwidth floor: a frame reads the backbone's layers once and, 31 times, the decoder's layers,
+the projection and one audio head; the bytes of those weights in each precision, divided by this machine's read
+bandwidth (measured here: two threads summing a 512 MB array), is the least time a frame could take. The table
+gives both floors (backbone, decoder) beside the measured times.
 """
 
 import argparse
@@ -27,11 +32,12 @@ mlx_tts.accelerate()  # before mlx.core: it loads the CPU BLAS
 
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
 
 from mlx_tts.memory import peak_rss_mb  # noqa: E402
 from mlx_tts.models import csm  # noqa: E402
 
-PRECISIONS = ("float32", "bfloat16", "8bit", "4bit")
+PRECISIONS = ("float32", "bfloat16", "8bit", "6bit", "5bit", "4bit", "3bit", "2bit")
 FRAME_MS = 80
 
 
@@ -47,6 +53,37 @@ def build_model(precision: str) -> csm.Model:
                     class_predicate=lambda path, m: hasattr(m, "to_quantized") and not path.startswith("codec."))
     mx.eval(model.parameters())  # the random weights are drawn here, already in their final precision
     return model
+
+
+def read_bandwidth_gb_s(megabytes: int = 512) -> float:
+    """Bytes per second (in GB) that two threads read from memory, summing halves of a large array."""
+    import threading
+
+    import numpy as np
+
+    data = np.ones(megabytes * 2**20 // 4, np.float32)
+    halves = np.array_split(data, 2)
+    best = float("inf")
+    for _ in range(3):
+        threads = [threading.Thread(target=np.add.reduce, args=(half,)) for half in halves]  # releases the GIL
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        best = min(best, time.perf_counter() - start)
+    return data.nbytes / best / 1e9
+
+
+def weight_bytes(module) -> int:
+    return sum(v.nbytes for _, v in tree_flatten(module.parameters()))
+
+
+def bytes_per_frame(model) -> tuple:
+    """(backbone, decoder) bytes of weights that one frame reads."""
+    steps = model.args.audio_num_codebooks - 1
+    head = model.audio_head[0].nbytes
+    return weight_bytes(model.backbone), steps * (weight_bytes(model.decoder) + weight_bytes(model.projection) + head)
 
 
 def run_worker(precision: str, frames: int, warmup: int, prompt: int) -> dict:
@@ -79,7 +116,8 @@ def run_worker(precision: str, frames: int, warmup: int, prompt: int) -> dict:
         backbone.append(t2 - t1)
     backbone_ms = 1000 * statistics.mean(backbone[warmup:])
     decoder_ms = 1000 * statistics.mean(decoder[warmup:])
-    return dict(
+    backbone_bytes, decoder_bytes = bytes_per_frame(model)
+    return dict(backbone_mb=backbone_bytes / 1e6, decoder_mb=decoder_bytes / 1e6,
         precision=precision, frames=frames, prompt=prompt, build_s=build_s, prefill_s=prefill_s,
         backbone_ms=backbone_ms, decoder_ms=decoder_ms, frame_ms=backbone_ms + decoder_ms,
         rtf=(backbone_ms + decoder_ms) / FRAME_MS, peak_rss_mb=peak_rss_mb(),
@@ -98,6 +136,8 @@ def main(argv=None):
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.frames, args.warmup, args.prompt)))
         return
+    load_before = os.getloadavg()
+    bandwidth = read_bandwidth_gb_s()
     rows = []
     for precision in args.precisions:
         cmd = [sys.executable, __file__, "--worker", precision, "--frames", str(args.frames),
@@ -109,12 +149,16 @@ def main(argv=None):
         r = rows[-1]
         print(f"{precision}: {r['frame_ms']:.0f} ms/frame", file=sys.stderr)
     print(f"CSM-1B, random weights, {args.frames} frames after {args.warmup} warm-up, prompt {args.prompt}; "
-          f"BLAS: {rows[0]['blas']}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'precision':<10}{'backbone ms':>12}{'decoder ms':>12}{'frame ms':>10}{'x real time':>12}"
-          f"{'prefill s':>10}{'peak RSS MB':>12}")
+          f"BLAS: {rows[0]['blas']}; load average {' '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} after, on {os.cpu_count()} cores; read bandwidth "
+          f"{bandwidth:.1f} GB/s\n")
+    print("| precision | backbone ms | floor | decoder ms | floor | frame ms | x real time | prefill s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"{r['precision']:<10}{r['backbone_ms']:>12.0f}{r['decoder_ms']:>12.0f}{r['frame_ms']:>10.0f}"
-              f"{r['rtf']:>12.1f}{r['prefill_s']:>10.2f}{r['peak_rss_mb']:>12.0f}")
+        floor_backbone, floor_decoder = (r[f"{part}_mb"] / bandwidth for part in ("backbone", "decoder"))
+        print(f"| {r['precision']} | {r['backbone_ms']:.0f} | {floor_backbone:.0f} | {r['decoder_ms']:.0f} | "
+              f"{floor_decoder:.0f} | {r['frame_ms']:.0f} | {r['rtf']:.1f} | {r['prefill_s']:.2f} | "
+              f"{r['peak_rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from .conv import conv1d, conv_transpose1d
 # bfloat16 kernels win for one position and lose for many (the crossover: bench/README.md).
 EXPAND_MIN_POSITIONS = 8
 # What the native quantized matrix-vector and dequantization kernels take (mlx_tts/ext/quantized.cpp).
-NATIVE_MATVEC_BITS = (4, 8)
+NATIVE_MATVEC_BITS = (2, 3, 4, 5, 6, 8)
 NATIVE_MATVEC_ROWS = 8
 
 

@@ -33,9 +33,9 @@ NB_MODULE(_cpu_kernels, m) {
   m.def("lstm_recurrence", &mlx_tts::lstm_recurrence, "gates_x"_a, "w_hh_t"_a,
         "LSTM recurrence over precomputed input gates [D, T, B, 4H] with W_hh^T [D, H, 4H] -> h [D, T, B, H].");
   m.def("quantized_matvec", &mlx_tts::quantized_matvec, "x"_a, "weight"_a, "scales"_a, "biases"_a, "group_size"_a,
-        "bits"_a, "x [rows <= 8, K] times an affine-quantized [N, K] matrix, transposed (4 or 8 bits, float32).");
+        "bits"_a, "x [rows <= 8, K] times an affine-quantized [N, K] matrix, transposed (2-6 or 8 bits, float32).");
   m.def("bfloat16_matvec", &mlx_tts::bfloat16_matvec, "x"_a, "weight"_a,
         "x [rows <= 8, K] float32 times a bfloat16 [N, K] matrix, transposed -> float32.");
   m.def("dequantize", &mlx_tts::dequantize, "weight"_a, "scales"_a, "biases"_a, "group_size"_a, "bits"_a,
-        "mx.dequantize (affine, 4 or 8 bits, float32 scales) on the CPU stream, SIMD and multithreaded.");
+        "mx.dequantize (affine, 2-6 or 8 bits, float32 scales) on the CPU stream, SIMD and multithreaded.");
 }

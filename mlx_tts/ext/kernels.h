@@ -49,14 +49,14 @@ mx::array exp(const mx::array& x);
 mx::array lstm_recurrence(const mx::array& gates_x, const mx::array& w_hh_t);
 
 // x [rows <= 8, K] @ W^T for W [N, K] affine-quantized as MLX stores it (weight [N, K * bits / 32] uint32,
-// scales and biases [N, K / group_size]), 4 or 8 bits, group size 32, 64 or 128, float32 -> [rows, N].
+// scales and biases [N, K / group_size]), 2, 3, 4, 5, 6 or 8 bits, group size 32, 64 or 128, float32 -> [rows, N].
 mx::array quantized_matvec(const mx::array& x, const mx::array& weight, const mx::array& scales,
                            const mx::array& biases, int group_size, int bits);
 
 // x [rows <= 8, K] float32 @ W^T for W [N, K] bfloat16 -> [rows, N] float32.
 mx::array bfloat16_matvec(const mx::array& x, const mx::array& weight);
 
-// mx.dequantize for the affine mode at 4 or 8 bits with float32 scales, bit-identical, SIMD and multithreaded:
+// mx.dequantize for the affine mode at 2-6 or 8 bits with float32 scales, bit-identical, SIMD and multithreaded:
 // weight [N, K * bits / 32] uint32, scales and biases [N, K / group_size] -> [N, K] float32.
 mx::array dequantize(const mx::array& weight, const mx::array& scales, const mx::array& biases, int group_size,
                      int bits);

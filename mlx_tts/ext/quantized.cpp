@@ -1,5 +1,6 @@
 // Affine-quantized weights in MLX's layout (weight [N, K * bits / 32] uint32, scales and biases
-// [N, K / group_size]) on the CPU, 4 and 8 bits:
+// [N, K / group_size]) on the CPU, at 2, 3, 4, 5, 6 and 8 bits. MLX packs every width the same way: value j of
+// a row sits at bits [j * bits, (j + 1) * bits) of the row's bytes, least significant bit first.
 //
 // quantized_matvec: a few activation rows times the matrix, for the token-by-token steps of CSM's backbone
 // and depth decoder:
@@ -8,7 +9,8 @@
 // MLX's CPU quantized matmul unpacks value by value (a 4-bit step ran ~3x slower than float32 through BLAS);
 // here 16 bytes at a time are widened to 16 lanes (4-bit: low nibbles are the even columns, high nibbles the
 // odd ones, so x is reordered to match once per call), converted and multiplied in AVX-512 registers (or 8
-// bytes at a time in AVX2 registers).
+// bytes at a time in AVX2 registers). The other widths take 8 values (`bits` bytes) a step in AVX2 registers:
+// one byte shuffle gives each lane the 32-bit word its value starts in, one variable shift and a mask the value.
 //
 // bfloat16_matvec: the same for a bfloat16 matrix (CSM's checkpoints are bfloat16): widened to float32 in
 // registers, half float32's bytes; MLX's CPU bfloat16 matmul is ~3x slower than float32.
@@ -73,6 +75,16 @@ inline __attribute__((always_inline)) float lane_sum(int n, Term term) {
     sum += term(i);
   }
   return sum;
+}
+
+// Value j of a packed row (any width up to 8 bits; reads only the bytes the value spans).
+inline __attribute__((always_inline)) uint32_t packed_value(const uint8_t* row, int j, int bits) {
+  const int bit = j * bits, byte = bit >> 3, offset = bit & 7;
+  uint32_t word = row[byte];
+  if (offset + bits > 8) {
+    word |= static_cast<uint32_t>(row[byte + 1]) << 8;
+  }
+  return (word >> offset) & ((1u << bits) - 1);
 }
 
 #if MLX_TTS_X86
@@ -174,6 +186,53 @@ MLX_TTS_AVX2 float dot_avx2(const QuantizedShape& s, const uint8_t* qn, const fl
   return reduce_add_avx2(total);
 }
 
+// The 8 values of chunk `chunk` of a packed row, as floats (see dot_packed_avx2); chunks from `safe_chunks` on are
+// copied out first, so that no load reaches past the row.
+MLX_TTS_AVX2 inline __m256 packed_chunk(const uint8_t* qn, int chunk, int bits, int safe_chunks, __m256i gather,
+                                        __m256i shifts, __m256i mask) {
+  __m128i raw;
+  if (chunk < safe_chunks) {
+    raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qn + chunk * bits));
+  } else {
+    alignas(16) uint8_t tail[16] = {};
+    std::copy_n(qn + chunk * bits, bits, tail);
+    raw = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+  }
+  const __m256i words = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), gather);
+  return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(words, shifts), mask));
+}
+
+// dot_avx2 for the widths without their own unpacking (2, 3, 5, 6 bits): 8 values (`bits` bytes) a step. Each
+// 32-bit lane j gets the 4 bytes from byte j * bits / 8 on (one shuffle of the 16 bytes loaded), then is shifted
+// right by (j * bits) % 8 and masked: a value spans at most 2 bytes.
+MLX_TTS_AVX2 float dot_packed_avx2(const QuantizedShape& s, const uint8_t* qn, const float* sn, const float* xs) {
+  alignas(32) int8_t byte_index[32];
+  alignas(32) int32_t shift[8];
+  for (int j = 0; j < 8; ++j) {
+    for (int b = 0; b < 4; ++b) {
+      byte_index[4 * j + b] = static_cast<int8_t>(j * s.bits / 8 + b);
+    }
+    shift[j] = j * s.bits % 8;
+  }
+  const __m256i gather = _mm256_load_si256(reinterpret_cast<const __m256i*>(byte_index));
+  const __m256i shifts = _mm256_load_si256(reinterpret_cast<const __m256i*>(shift));
+  const __m256i mask = _mm256_set1_epi32((1 << s.bits) - 1);
+  // Chunks of 8 values whose 16-byte load stays within the row; the last few are copied out first.
+  const int row_bytes = s.k * s.bits / 8, safe_chunks = std::max(0, (row_bytes - 16) / s.bits + 1);
+  const int chunks_per_group = s.group_size / 8;
+  __m256 total = _mm256_setzero_ps();
+  for (int g = 0; g < s.groups(); ++g) {
+    __m256 part[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int c0 = g * chunks_per_group;
+    for (int c = c0; c < c0 + chunks_per_group; c += 2) {  // group sizes are multiples of 16 values
+      part[0] = _mm256_fmadd_ps(packed_chunk(qn, c, s.bits, safe_chunks, gather, shifts, mask), _mm256_loadu_ps(xs + 8 * c), part[0]);
+      part[1] = _mm256_fmadd_ps(packed_chunk(qn, c + 1, s.bits, safe_chunks, gather, shifts, mask), _mm256_loadu_ps(xs + 8 * c + 8), part[1]);
+    }
+    total = _mm256_fmadd_ps(_mm256_add_ps(part[0], part[1]), _mm256_set1_ps(sn[g]), total);
+  }
+  return reduce_add_avx2(total);
+}
+
 MLX_TTS_AVX2 float float_dot_avx2(const float* a, const float* b, int n) {
   __m256 acc = _mm256_setzero_ps();
   int i = 0;
@@ -224,10 +283,16 @@ void matvec_portable(const QuantizedShape& s, const uint8_t* q, const float* sca
       for (int g = 0; g < groups; ++g) {
         const uint8_t* qg = q + n * row_bytes + g * group_bytes;
         const float* xg = x + static_cast<size_t>(m) * s.k + g * s.group_size;
-        const float dot = s.bits == 4 ? lane_sum(s.group_size / 2, [&](int j) {
-          return static_cast<float>(qg[j] & 0xF) * xg[2 * j] + static_cast<float>(qg[j] >> 4) * xg[2 * j + 1];
-        })
-                                      : lane_sum(s.group_size, [&](int j) { return static_cast<float>(qg[j]) * xg[j]; });
+        float dot;
+        if (s.bits == 4) {
+          dot = lane_sum(s.group_size / 2, [&](int j) {
+            return static_cast<float>(qg[j] & 0xF) * xg[2 * j] + static_cast<float>(qg[j] >> 4) * xg[2 * j + 1];
+          });
+        } else if (s.bits == 8) {
+          dot = lane_sum(s.group_size, [&](int j) { return static_cast<float>(qg[j]) * xg[j]; });
+        } else {
+          dot = lane_sum(s.group_size, [&](int j) { return static_cast<float>(packed_value(qg, j, s.bits)) * xg[j]; });
+        }
         total += sn[g] * dot + bn[g] * x_sums[static_cast<size_t>(m) * groups + g];
       }
       y[static_cast<size_t>(m) * s.n + n] = total;
@@ -255,11 +320,12 @@ class QuantizedMatvec : public CpuPrimitive {
         }
       }
 #if MLX_TTS_X86
-      if (cpu_has_avx512() || cpu_has_avx2_fma()) {
+      if (cpu_has_avx2_fma()) {  // every AVX-512 CPU has AVX2 and FMA
         const std::vector<float> reordered = s.bits == 4 ? split_even_odd(x, s.rows, s.k) : std::vector<float>();
         const float* xs = reordered.empty() ? x : reordered.data();
-        const auto rows = cpu_has_avx512() ? matvec_simd<dot_avx512, float_dot_avx512>
-                                           : matvec_simd<dot_avx2, float_dot_avx2>;
+        const auto rows = s.bits != 4 && s.bits != 8 ? matvec_simd<dot_packed_avx2, float_dot_avx2>
+                          : cpu_has_avx512()         ? matvec_simd<dot_avx512, float_dot_avx512>
+                                                     : matvec_simd<dot_avx2, float_dot_avx2>;
         parallel_for(s.n, kMinRowsPerChunk, kMaxRowsPerChunk, [&](int n0, int n1) {
           rows(s, q, scales, biases, xs, x_sums.data(), y, n0, n1);
         });
@@ -312,10 +378,15 @@ void dequantize_rows(const QuantizedShape& s, const uint8_t* q, const float* sca
           wn[k0 + 2 * j] = low + bias;
           wn[k0 + 2 * j + 1] = high + bias;
         }
-      } else {
+      } else if (s.bits == 8) {
         for (int j = 0; j < s.group_size; ++j) {
           const float value = static_cast<float>(qn[k0 + j]) * scale;
           wn[k0 + j] = value + bias;
+        }
+      } else {
+        for (int j = k0; j < k0 + s.group_size; ++j) {
+          const float value = static_cast<float>(packed_value(qn, j, s.bits)) * scale;
+          wn[j] = value + bias;
         }
       }
     }
@@ -438,8 +509,8 @@ class Dequantize : public CpuPrimitive {
 int check_packed(const char* op, const mx::array& weight, const mx::array& scales, const mx::array& biases, int k,
                  int group_size, int bits) {
   auto fail = [op](const std::string& what) { throw std::invalid_argument(std::string(op) + ": " + what); };
-  if (bits != 4 && bits != 8) {
-    fail("only 4 and 8 bits are supported");
+  if (bits < 2 || bits > 8 || bits == 7) {
+    fail("only 2, 3, 4, 5, 6 and 8 bits are supported");
   }
   if (group_size != 32 && group_size != 64 && group_size != 128) {
     fail("group_size must be 32, 64 or 128");
