@@ -14,7 +14,8 @@ then `--runs` times timed, and reports
 - RTF: median synthesis time / seconds of audio produced;
 - first audio: median time until the first audio is ready (the first chunk for engines that yield chunks;
   the whole utterance for the others, where it equals the total time). "ours, streaming" is our pipeline with
-  `first_chunk_max`: a short first chunk, cut at a clause or word boundary, then the rest in one chunk;
+  `first_chunk_max`: a short first chunk, cut at a clause or word boundary, then chunks growing by
+  `STREAM_GROWTH` (joins inside a sentence keep a short gap);
 - peak RSS: the process's peak resident memory, loading included (Linux: VmHWM; elsewhere ru_maxrss);
 - synthesis RSS: the peak resident memory while synthesizing (Linux: the peak is reset after loading), which
   leaves out what each loader here needs only once.

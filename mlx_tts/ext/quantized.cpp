@@ -222,13 +222,27 @@ MLX_TTS_AVX2 float dot_packed_avx2(const QuantizedShape& s, const uint8_t* qn, c
   const int chunks_per_group = s.group_size / 8;
   __m256 total = _mm256_setzero_ps();
   for (int g = 0; g < s.groups(); ++g) {
-    __m256 part[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    const int c0 = g * chunks_per_group;
-    for (int c = c0; c < c0 + chunks_per_group; c += 2) {  // group sizes are multiples of 16 values
-      part[0] = _mm256_fmadd_ps(packed_chunk(qn, c, s.bits, safe_chunks, gather, shifts, mask), _mm256_loadu_ps(xs + 8 * c), part[0]);
-      part[1] = _mm256_fmadd_ps(packed_chunk(qn, c + 1, s.bits, safe_chunks, gather, shifts, mask), _mm256_loadu_ps(xs + 8 * c + 8), part[1]);
+    __m256 part[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int c0 = g * chunks_per_group, c1 = c0 + chunks_per_group;
+    if (c1 <= safe_chunks) {  // every load of the group stays within the row
+      const uint8_t* p = qn + c0 * s.bits;
+      const float* xg = xs + 8 * c0;
+      for (int c = 0; c < chunks_per_group; c += 4, p += 4 * s.bits, xg += 32) {
+        for (int u = 0; u < 4; ++u) {
+          const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + u * s.bits));
+          const __m256i words = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), gather);
+          const __m256 values = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(words, shifts), mask));
+          part[u] = _mm256_fmadd_ps(values, _mm256_loadu_ps(xg + 8 * u), part[u]);
+        }
+      }
+    } else {
+      for (int c = c0; c < c1; ++c) {
+        part[c & 3] = _mm256_fmadd_ps(packed_chunk(qn, c, s.bits, safe_chunks, gather, shifts, mask),
+                                      _mm256_loadu_ps(xs + 8 * c), part[c & 3]);
+      }
     }
-    total = _mm256_fmadd_ps(_mm256_add_ps(part[0], part[1]), _mm256_set1_ps(sn[g]), total);
+    const __m256 group_sum = _mm256_add_ps(_mm256_add_ps(part[0], part[1]), _mm256_add_ps(part[2], part[3]));
+    total = _mm256_fmadd_ps(group_sum, _mm256_set1_ps(sn[g]), total);
   }
   return reduce_add_avx2(total);
 }
