@@ -38,9 +38,9 @@ constexpr int kMinTaps = 7, kMinRowTaps = 16000;
 // Floats in one segment's spectra (input or output): 4 MB.
 constexpr int kSegmentFloats = 1 << 20;
 
-// The kernel spectra and the blocks' spectra live in buffers kept from call to call (they only grow, to ~26 MB
-// at most: see block_size and kSegmentFloats): on a VM, faulting fresh pages in costs ~4 us each, as much as
-// the FFTs of a whole convolution for a few MB. Convolutions take them one at a time.
+// The kernel spectra and the blocks' spectra live in buffers kept from call to call (they only grow: ~26 MB for
+// Kokoro's widest convolutions, see block_size and kSegmentFloats): on a VM, faulting fresh pages in costs ~4 us
+// each, as much as the FFTs of a whole convolution for a few MB. Convolutions take them one at a time.
 struct Workspace {
   std::mutex lock;
   std::vector<float> kernel_spectra, x_spectra, y_spectra;
