@@ -186,20 +186,22 @@ MLX_TTS_AVX2 float dot_avx2(const QuantizedShape& s, const uint8_t* qn, const fl
   return reduce_add_avx2(total);
 }
 
-// The 8 values of chunk `chunk` of a packed row, as floats (see dot_packed_avx2); chunks from `safe_chunks` on are
-// copied out first, so that no load reaches past the row.
-MLX_TTS_AVX2 inline __m256 packed_chunk(const uint8_t* qn, int chunk, int bits, int safe_chunks, __m256i gather,
-                                        __m256i shifts, __m256i mask) {
-  __m128i raw;
-  if (chunk < safe_chunks) {
-    raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qn + chunk * bits));
-  } else {
-    alignas(16) uint8_t tail[16] = {};
-    std::copy_n(qn + chunk * bits, bits, tail);
-    raw = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
-  }
+// The 8 values of a packed chunk as floats, from 16 bytes that start with the chunk's `bits` bytes (see
+// dot_packed_avx2 for `gather`, `shifts` and `mask`).
+MLX_TTS_AVX2 inline __m256 unpack_chunk(__m128i raw, __m256i gather, __m256i shifts, __m256i mask) {
   const __m256i words = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), gather);
   return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(words, shifts), mask));
+}
+
+// The 16 bytes from chunk `chunk` of a packed row on; chunks from `safe_chunks` on are copied out first, so that
+// no load reaches past the row.
+MLX_TTS_AVX2 inline __m128i chunk_bytes(const uint8_t* qn, int chunk, int bits, int safe_chunks) {
+  if (chunk < safe_chunks) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(qn + chunk * bits));
+  }
+  alignas(16) uint8_t tail[16] = {};
+  std::copy_n(qn + chunk * bits, bits, tail);
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
 }
 
 // dot_avx2 for the widths without their own unpacking (2, 3, 5, 6 bits): 8 values (`bits` bytes) a step. Each
@@ -230,15 +232,13 @@ MLX_TTS_AVX2 float dot_packed_avx2(const QuantizedShape& s, const uint8_t* qn, c
       for (int c = 0; c < chunks_per_group; c += 4, p += 4 * s.bits, xg += 32) {
         for (int u = 0; u < 4; ++u) {
           const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + u * s.bits));
-          const __m256i words = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), gather);
-          const __m256 values = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(words, shifts), mask));
-          part[u] = _mm256_fmadd_ps(values, _mm256_loadu_ps(xg + 8 * u), part[u]);
+          part[u] = _mm256_fmadd_ps(unpack_chunk(raw, gather, shifts, mask), _mm256_loadu_ps(xg + 8 * u), part[u]);
         }
       }
     } else {
       for (int c = c0; c < c1; ++c) {
-        part[c & 3] = _mm256_fmadd_ps(packed_chunk(qn, c, s.bits, safe_chunks, gather, shifts, mask),
-                                      _mm256_loadu_ps(xs + 8 * c), part[c & 3]);
+        const __m256 values = unpack_chunk(chunk_bytes(qn, c, s.bits, safe_chunks), gather, shifts, mask);
+        part[c & 3] = _mm256_fmadd_ps(values, _mm256_loadu_ps(xs + 8 * c), part[c & 3]);
       }
     }
     const __m256 group_sum = _mm256_add_ps(_mm256_add_ps(part[0], part[1]), _mm256_add_ps(part[2], part[3]));
